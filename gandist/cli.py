@@ -1,0 +1,54 @@
+"""The ``gandist`` command. Each verb lives in ``gandist/commands/<verb>.py`` and exposes
+``add_parser(subparsers)``, which registers its arguments and sets ``func(args) -> exit code``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from gandist import __version__
+from gandist.errors import EXIT_BAD_INPUT, EXIT_FAILURE, GandistError
+
+# Order is the order of ``gandist --help``.
+VERBS = ["train", "shards", "sample"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gandist",
+        description="Distributed GAN training on sharded image data, from generator to classifier gain.",
+    )
+    parser.add_argument("--version", action="version", version=f"gandist {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    subparsers.required = True
+    for verb in VERBS:
+        importlib.import_module(f"gandist.commands.{verb}").add_parser(subparsers)
+    return parser
+
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: 0 for --help, 2 for bad usage
+        return int(e.code or 0)
+    try:
+        return int(args.func(args) or 0)
+    except GandistError as e:
+        print(f"gandist {args.verb}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"gandist {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except FileNotFoundError as e:
+        print(f"gandist {args.verb}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception:  # noqa: BLE001 - report, then the documented exit code
+        import traceback
+
+        traceback.print_exc()
+        return EXIT_FAILURE

@@ -1,0 +1,368 @@
+"""Typed run configuration: dataclasses are the single source of truth.
+
+A config is built from the defaults below, then a YAML file (``--config``), then
+``key.sub=value`` overrides from the command line, and validated before any work starts.
+Every error names the field (``train.batch_size``) and, where there is a fixed set, the
+allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gandist.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    """Shard directory, brace pattern (``d/{000000..000009}.tar``) or ``pipe:`` URL; empty: the built-in dataset."""
+    builtin: Literal["digits"] = "digits"
+    """Built-in dataset used when ``path`` is empty (made on first use in ``cache_dir``)."""
+    cache_dir: str = ""
+    """Where built-in shards are cached; empty: ``$GANDIST_CACHE`` or ``~/.cache/gandist``."""
+    mode: Literal["epoch", "resampled"] = "epoch"
+    """``epoch``: every sample once per epoch across ranks; ``resampled``: infinite stream of shards drawn with replacement."""
+    num_workers: int = 0
+    """DataLoader worker processes per rank (0: read in the training process)."""
+    shuffle_buffer: int = 2000
+    """Samples held in the shuffle buffer of each worker."""
+    image_size: int = 0
+    """Side of the square training images in pixels; 0: the dataset's own size."""
+    channels: int = 0
+    """Image channels the model sees (1 or 3); 0: the dataset's own channel count."""
+    random_flip: bool = False
+    """Random horizontal flip (off by default: digits and text are not mirror-symmetric)."""
+    max_skipped_fraction: float = 0.01
+    """Stop the run when more than this fraction of samples could not be decoded."""
+
+    def validate(self) -> None:
+        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0", self.num_workers)
+        _check(self.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0", self.shuffle_buffer)
+        _check(self.image_size == 0 or self.image_size >= 4, "data.image_size", "must be 0 (dataset size) or >= 4", self.image_size)
+        _check(self.channels in (0, 1, 3), "data.channels", "must be one of 0 (dataset), 1, 3", self.channels)
+        _check(0.0 <= self.max_skipped_fraction <= 1.0, "data.max_skipped_fraction", "must be in [0, 1]", self.max_skipped_fraction)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "dcgan"
+    """Generator/discriminator pair from the model registry (``gandist.models``)."""
+    conditional: bool = True
+    """Class-conditional G and D (needs labelled data); the default, since users make labelled synthetic data."""
+    z_dim: int = 64
+    """Length of the latent noise vector."""
+    g_width: int = 64
+    """Generator width: channels of its widest conv layer (dcgan) or hidden units / 8 (mlp)."""
+    d_width: int = 64
+    """Discriminator width: channels of its widest conv layer."""
+
+    def validate(self) -> None:
+        from gandist.models import available_models
+
+        names = available_models()
+        if self.name not in names:
+            raise ConfigError(f"model.name: unknown model {self.name!r}; allowed values: {', '.join(names)}")
+        _check(self.z_dim >= 1, "model.z_dim", "must be >= 1", self.z_dim)
+        _check(self.g_width >= 8, "model.g_width", "must be >= 8", self.g_width)
+        _check(self.d_width >= 8, "model.d_width", "must be >= 8", self.d_width)
+
+
+@dataclass
+class LossConfig:
+    name: Literal["nonsaturating", "minimax", "lsgan"] = "nonsaturating"
+    """Adversarial loss: non-saturating BCE (default), original minimax BCE, or least squares."""
+
+    def validate(self) -> None:
+        pass
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-4
+    """Generator Adam learning rate."""
+    lr_d: float = 2e-4
+    """Discriminator Adam learning rate."""
+    beta1: float = 0.5
+    """Adam beta1 (0.5 as in DCGAN: momentum destabilises the adversarial game)."""
+    beta2: float = 0.999
+    """Adam beta2."""
+    weight_decay: float = 0.0
+    """Adam weight decay for both networks."""
+    grad_clip: float = 0.0
+    """Clip each network's gradient norm to this value; 0: no clipping."""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """Learning-rate schedule over ``train.steps``: constant, or linear decay to zero after warmup."""
+    warmup_steps: int = 0
+    """Steps of linear warmup from 0 to the learning rate."""
+
+    def validate(self) -> None:
+        _check(self.lr_g > 0, "optim.lr_g", "must be > 0", self.lr_g)
+        _check(self.lr_d > 0, "optim.lr_d", "must be > 0", self.lr_d)
+        _check(0 <= self.beta1 < 1, "optim.beta1", "must be in [0, 1)", self.beta1)
+        _check(0 <= self.beta2 < 1, "optim.beta2", "must be in [0, 1)", self.beta2)
+        _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0", self.weight_decay)
+        _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 disables clipping)", self.grad_clip)
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0", self.warmup_steps)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1500
+    """Training steps (one D update and one G update each); ignored when ``epochs`` > 0."""
+    epochs: int = 0
+    """Train for this many passes over the data instead of ``steps`` (needs ``data.mode=epoch``)."""
+    batch_size: int = 64
+    """Global batch size: images per step summed over all ranks and accumulation micro-steps."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    seed: int = 0
+    """Seed of everything random: init, noise, data order; runs with one seed on CPU are identical."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast precision of forward passes (fp16 adds a gradient scaler)."""
+    ema_decay: float = 0.999
+    """Decay of the exponential moving average of G's weights (the EMA G makes samples and metrics)."""
+    ema_start_step: int = 100
+    """Before this step the EMA copies G's weights instead of averaging (early weights are noise)."""
+
+    def validate(self, world_size: int = 1) -> None:
+        _check(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
+        _check(self.epochs >= 0, "train.epochs", "must be >= 0", self.epochs)
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1", self.batch_size)
+        _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1", self.grad_accum)
+        _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)", self.ema_decay)
+        _check(self.ema_start_step >= 0, "train.ema_start_step", "must be >= 0", self.ema_start_step)
+        per_step = world_size * self.grad_accum
+        if self.batch_size % per_step:
+            raise ConfigError(
+                f"train.batch_size: {self.batch_size} is not divisible by world size {world_size} "
+                f"x train.grad_accum {self.grad_accum} = {per_step}; use a multiple of {per_step}"
+            )
+
+    def batch_size_per_rank(self, world_size: int) -> int:
+        """Images in one micro-batch on one rank."""
+        return self.batch_size // (world_size * self.grad_accum)
+
+
+@dataclass
+class LogConfig:
+    every_steps: int = 50
+    """Scalars to TensorBoard and the console every this many steps."""
+    sample_every_steps: int = 250
+    """Sample grid from fixed noise (TensorBoard and ``samples/step_*.png``) every this many steps; 0: only at the end."""
+    num_grid_images: int = 64
+    """Images in the sample grid."""
+    progress: bool = True
+    """Console progress bar on rank zero."""
+
+    def validate(self) -> None:
+        _check(self.every_steps >= 1, "log.every_steps", "must be >= 1", self.every_steps)
+        _check(self.sample_every_steps >= 0, "log.sample_every_steps", "must be >= 0", self.sample_every_steps)
+        _check(self.num_grid_images >= 1, "log.num_grid_images", "must be >= 1", self.num_grid_images)
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 500
+    """Save a checkpoint every this many steps (and always at the end)."""
+    keep: int = 3
+    """Newest checkpoints kept; older ones are deleted only after a new one is committed."""
+    keep_every_steps: int = 0
+    """Also keep every checkpoint whose step is a multiple of this, permanently; 0: none."""
+
+    def validate(self) -> None:
+        _check(self.every_steps >= 1, "checkpoint.every_steps", "must be >= 1", self.every_steps)
+        # keep >= 2: while the newest is being written the previous one must survive.
+        _check(self.keep >= 2, "checkpoint.keep", "must be >= 2 (one good checkpoint survives a failed save)", self.keep)
+        _check(self.keep_every_steps >= 0, "checkpoint.keep_every_steps", "must be >= 0", self.keep_every_steps)
+
+
+@dataclass
+class EngineConfig:
+    kind: Literal["ddp", "zero"] = "ddp"
+    """Distributed backend: ``ddp`` (Accelerate DDP) or ``zero`` (DeepSpeed ZeRO, one engine per network)."""
+    zero_stage: int = 2
+    """ZeRO stage for ``engine.kind=zero``: 1 shards optimizer state, 2 also gradients."""
+    deepspeed_config: str = ""
+    """Path of a DeepSpeed JSON whose keys override the config gandist generates."""
+    offload_optimizer: bool = False
+    """ZeRO: keep optimizer state in CPU memory."""
+    timeout_minutes: float = 30.0
+    """Process-group timeout: a collective hung longer than this fails instead of hanging forever."""
+
+    def validate(self) -> None:
+        _check(self.zero_stage in (1, 2), "engine.zero_stage", "must be one of 1, 2 (stage 0 is engine.kind=ddp)", self.zero_stage)
+        _check(self.timeout_minutes > 0, "engine.timeout_minutes", "must be > 0", self.timeout_minutes)
+        if self.deepspeed_config and not Path(self.deepspeed_config).is_file():
+            raise ConfigError(f"engine.deepspeed_config: file not found: {self.deepspeed_config}")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def validate(self, world_size: int = 1) -> "Config":
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if f.name == "train":
+                section.validate(world_size)
+            else:
+                section.validate()
+        if self.train.epochs and self.data.mode != "epoch":
+            raise ConfigError("train.epochs: an epoch budget needs data.mode=epoch (resampled streams have no epochs)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Building configs ---------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file, then ``key.sub=value`` overrides. Not yet validated."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_yaml(Path(path))
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    return _build(Config, data, prefix="")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``train.steps=100`` -> (``train.steps``, 100); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key.sub=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: expected key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    keys = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        dotted = f"{prefix}{name}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, dotted + ".")
+        elif a != b:
+            keys.append(dotted)
+    return keys
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"--config: file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config: {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, not a section (override {key})")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of fields, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, list(fields), n=1)
+        hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+        raise ConfigError(f"{prefix}{key}: unknown config key{hint} (known keys in {where}: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: invalid value {value!r}; allowed values: {', '.join(map(str, allowed))}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise AssertionError(f"config field {key} has unsupported type {tp}")
+
+
+def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {rule} (got {value!r})")
