@@ -1,0 +1,153 @@
+"""A tiny GAN trained through an Engine, launched with 1 or 2 processes by tests/test_engine_*.py.
+
+Toy G/D without BatchNorm, so a 2-process run with global batch B equals a 1-process run with B
+(batch statistics would differ per rank). Real images and noise of step ``s`` come from a
+generator seeded with ``s``: every run sees the same global batch whatever its world size, and a
+resumed run needs no RNG state. Each rank saves what the test compares to ``OUT/rank{r}.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gandist.config import Config
+
+IMAGE_NUMEL = 64  # 8 x 8 x 1
+Z_DIM = 16
+
+
+class ToyG(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(Z_DIM, 64), nn.LeakyReLU(0.2), nn.Linear(64, IMAGE_NUMEL), nn.Tanh())
+
+    def forward(self, z_bz: torch.Tensor) -> torch.Tensor:
+        return self.net(z_bz)
+
+
+class ToyD(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(IMAGE_NUMEL, 64), nn.LeakyReLU(0.2), nn.Linear(64, 1))
+
+    def forward(self, x_bf: torch.Tensor) -> torch.Tensor:
+        return self.net(x_bf).squeeze(1)
+
+
+def global_batch(step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(real images B x 64, noise B x Z) of one step, identical in every run."""
+    gen = torch.Generator().manual_seed(1000 + step)
+    real = torch.tanh(torch.randn(batch_size, IMAGE_NUMEL, generator=gen) + 0.5)
+    z = torch.randn(batch_size, Z_DIM, generator=gen)
+    return real, z
+
+
+def build_engine(cfg: Config, run_dir: Path):
+    try:
+        from gandist.engine import build_engine as build
+    except ImportError:  # TEMP until the lead's build_engine lands
+        from accelerate import Accelerator
+
+        from gandist.engine.zero import ZeroEngine
+
+        acc = Accelerator(cpu=not torch.cuda.is_available())
+        return ZeroEngine(cfg, run_dir, acc)
+    return build(cfg, run_dir)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--start", type=int, default=0, help="first step (resume: the saved step)")
+    p.add_argument("--save-at", type=int, default=0, help="save full + sharded state after this many steps")
+    p.add_argument("--resume", default="", help="checkpoint folder written by --save-at")
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+
+    from gandist.config import load_config
+
+    cfg = load_config(None, args.overrides)
+    torch.manual_seed(cfg.train.seed)
+    g, d = ToyG(), ToyD()
+    opt = {
+        name: torch.optim.Adam(net.parameters(), lr=lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+        for name, net, lr in (("G", g, cfg.optim.lr_g), ("D", d, cfg.optim.lr_d))
+    }
+    engine = build_engine(cfg, out)
+    cfg.validate(engine.world_size)
+    with engine:
+        engine.prepare({"G": g, "D": d}, opt)
+        if args.resume:
+            engine.load_full_state(torch.load(Path(args.resume) / "full.pt", weights_only=True))
+            engine.load_sharded(Path(args.resume))
+        b = cfg.train.batch_size_per_rank(engine.world_size)
+        accum = cfg.train.grad_accum
+        losses = []
+        for step in range(args.start, cfg.train.steps):
+            real_all, z_all = global_batch(step, cfg.train.batch_size)
+            # This rank's share of the global batch, as accum micro-batches of b.
+            real_r = real_all.view(engine.world_size, accum, b, -1)[engine.rank]
+            z_r = z_all.view(engine.world_size, accum, b, -1)[engine.rank]
+            # D step: G frozen by no_grad.
+            for m in range(accum):
+                with engine.no_sync("D") if m < accum - 1 else _null():
+                    with engine.autocast():
+                        with torch.no_grad():
+                            fake = engine.net("G")(z_r[m].to(engine.device))
+                        loss_d = F.softplus(-engine.net("D")(real_r[m].to(engine.device))).mean() + F.softplus(
+                            engine.net("D")(fake)
+                        ).mean()
+                    engine.backward(loss_d, "D")
+            engine.step("D")
+            # G step: D's parameters frozen (DESIGN fact 2).
+            engine.unwrap("D").requires_grad_(False)
+            for m in range(accum):
+                with engine.no_sync("G") if m < accum - 1 else _null():
+                    with engine.autocast():
+                        loss_g = F.softplus(-engine.net("D")(engine.net("G")(z_r[m].to(engine.device)))).mean()
+                    engine.backward(loss_g, "G")
+            engine.step("G")
+            engine.unwrap("D").requires_grad_(True)
+            losses.append([float(engine.reduce_mean(loss_d.detach().float().reshape(1))), float(engine.reduce_mean(loss_g.detach().float().reshape(1)))])
+            if args.save_at and step + 1 == args.save_at:
+                ckpt = out / "ckpt"
+                full = engine.full_state()
+                if engine.is_main:
+                    ckpt.mkdir(parents=True, exist_ok=True)
+                    torch.save({k: full[k] for k in ("G", "D")}, ckpt / "full.pt")
+                engine.barrier()
+                engine.save_sharded(ckpt)
+                break
+        full = engine.full_state()
+        result = {
+            "world_size": engine.world_size,
+            "rank": engine.rank,
+            "losses": losses,
+            "full": {k: full[k] for k in ("G", "D")},
+            "local": {k: {n: t.detach().float().cpu().clone() for n, t in engine.unwrap(k).state_dict().items()} for k in ("G", "D")},
+            "numel": {k: sum(t.numel() for t in engine.unwrap(k).parameters()) for k in ("G", "D")},
+        }
+        if hasattr(engine, "optimizer_state_numel"):
+            result["opt_numel"] = {k: engine.optimizer_state_numel(k) for k in ("G", "D")}
+        if hasattr(engine, "skipped_steps"):
+            result["skipped_steps"] = {k: engine.skipped_steps(k) for k in ("G", "D")}
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(result, out / f"rank{engine.rank}.pt")
+    return 0
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
