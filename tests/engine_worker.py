@@ -49,15 +49,8 @@ def global_batch(step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def build_engine(cfg: Config, run_dir: Path):
-    try:
-        from gandist.engine import build_engine as build
-    except ImportError:  # TEMP until the lead's build_engine lands
-        from accelerate import Accelerator
+    from gandist.engine import build_engine as build
 
-        from gandist.engine.zero import ZeroEngine
-
-        acc = Accelerator(cpu=not torch.cuda.is_available())
-        return ZeroEngine(cfg, run_dir, acc)
     return build(cfg, run_dir)
 
 
@@ -65,7 +58,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
     p.add_argument("--start", type=int, default=0, help="first step (resume: the saved step)")
-    p.add_argument("--save-at", type=int, default=0, help="save full + sharded state after this many steps")
+    p.add_argument("--save-at", type=int, default=0, help="save full + sharded state to OUT/ckpt after this many steps, then go on")
     p.add_argument("--resume", default="", help="checkpoint folder written by --save-at")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
@@ -95,7 +88,8 @@ def main(argv: list[str]) -> int:
             # This rank's share of the global batch, as accum micro-batches of b.
             real_r = real_all.view(engine.world_size, accum, b, -1)[engine.rank]
             z_r = z_all.view(engine.world_size, accum, b, -1)[engine.rank]
-            # D step: G frozen by no_grad.
+            # D step: G frozen by no_grad. Losses recorded as the mean over micro-batches.
+            sum_d = sum_g = 0.0
             for m in range(accum):
                 with engine.no_sync("D") if m < accum - 1 else _null():
                     with engine.autocast():
@@ -105,17 +99,18 @@ def main(argv: list[str]) -> int:
                             engine.net("D")(fake)
                         ).mean()
                     engine.backward(loss_d, "D")
+                sum_d += loss_d.detach().float() / accum
             engine.step("D")
             # G step: D's parameters frozen (DESIGN fact 2).
-            engine.unwrap("D").requires_grad_(False)
-            for m in range(accum):
-                with engine.no_sync("G") if m < accum - 1 else _null():
-                    with engine.autocast():
-                        loss_g = F.softplus(-engine.net("D")(engine.net("G")(z_r[m].to(engine.device)))).mean()
-                    engine.backward(loss_g, "G")
+            with engine.frozen("D") as d:
+                for m in range(accum):
+                    with engine.no_sync("G") if m < accum - 1 else _null():
+                        with engine.autocast():
+                            loss_g = F.softplus(-d(engine.net("G")(z_r[m].to(engine.device)))).mean()
+                        engine.backward(loss_g, "G")
+                    sum_g += loss_g.detach().float() / accum
             engine.step("G")
-            engine.unwrap("D").requires_grad_(True)
-            losses.append([float(engine.reduce_mean(loss_d.detach().float().reshape(1))), float(engine.reduce_mean(loss_g.detach().float().reshape(1)))])
+            losses.append(engine.reduce_mean(torch.stack([sum_d, sum_g])).tolist())
             if args.save_at and step + 1 == args.save_at:
                 ckpt = out / "ckpt"
                 full = engine.full_state()
@@ -124,7 +119,6 @@ def main(argv: list[str]) -> int:
                     torch.save({k: full[k] for k in ("G", "D")}, ckpt / "full.pt")
                 engine.barrier()
                 engine.save_sharded(ckpt)
-                break
         full = engine.full_state()
         result = {
             "world_size": engine.world_size,
@@ -147,6 +141,43 @@ def _null():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+
+# Launching (used by the tests) ---------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_worker(out: Path, overrides: list[str], num_processes: int = 2, extra: list[str] = (), check: bool = True):
+    """Run this worker under ``accelerate launch`` (2 CPU processes, gloo; DESIGN fact 3), or as a
+    plain one-process ``python`` when ``num_processes`` is 1 (no launcher: DESIGN fact 11).
+    Returns (per-rank results, completed process)."""
+    import os
+    import subprocess
+
+    worker = [str(Path(__file__).resolve()), "--out", str(out), *extra, *overrides]
+    if num_processes == 1:
+        cmd = [sys.executable, *worker]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), *worker]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"worker failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    results = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(num_processes)] if proc.returncode == 0 else []
+    return results, proc
 
 
 if __name__ == "__main__":

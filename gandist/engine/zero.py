@@ -140,8 +140,9 @@ def _cast(value: Any, dtype: torch.dtype) -> Any:
 class ZeroEngine(Engine):
     """DeepSpeed ZeRO-1/2 for G and D, one DeepSpeed engine each."""
 
-    def __init__(self, cfg: Config, run_dir: Path | str | None = None, accelerator: Any = None):
-        """``accelerator``: the launcher's Accelerator (device, process group); None: derive both here."""
+    def __init__(self, cfg: Config, accelerator: Any = None, run_dir: Path | str | None = None):
+        """``accelerator``: the launcher's Accelerator (device, process group); None: derive both here.
+        ``run_dir``: where the generated DeepSpeed JSON is written (rank zero); None: not written."""
         if cfg.engine.zero_stage not in (1, 2):
             raise ConfigError(f"engine.zero_stage: must be one of 1, 2 (got {cfg.engine.zero_stage})")
         ensure_process_group(cfg.engine.timeout_minutes)
@@ -192,6 +193,11 @@ class ZeroEngine(Engine):
     def unwrap(self, name: NetName) -> nn.Module:
         return self._modules[name]
 
+    def _frozen_callable(self, name: NetName) -> nn.Module:
+        # The precision wrapper without the DeepSpeed engine: a frozen network takes no step,
+        # so its forward needs none of the engine's bookkeeping.
+        return self._engines[name].module
+
     def ds_engine(self, name: NetName) -> Any:
         """The DeepSpeed engine of ``name`` (tests and benchmarks inspect its optimizer)."""
         return self._engines[name]
@@ -220,30 +226,29 @@ class ZeroEngine(Engine):
         return sum(t.numel() for state in inner.state.values() for t in state.values() if torch.is_tensor(t) and t.dim() > 0)
 
     def optimizer_state_bytes(self, name: NetName) -> int:
-        """Bytes of optimizer state on this rank: Adam moments plus the fp32 master partition when half precision."""
-        zero_opt = self._engines[name].optimizer
-        inner = zero_opt.optimizer
-        total = sum(
-            t.numel() * t.element_size()
-            for state in inner.state.values()
-            for t in state.values()
-            if torch.is_tensor(t) and t.dim() > 0
-        )
-        if self.cfg.train.mixed_precision != "no":
-            total += sum(p.numel() * p.element_size() for group in inner.param_groups for p in group["params"])
-        return total
+        """Bytes of optimizer state on this rank: Adam moments plus the fp32 master partition.
+
+        The partition is counted in every precision: ZeRO-1/2 always step on flat fp32 copies of
+        this rank's share of the weights, besides the module's own weights.
+        """
+        inner = self._engines[name].optimizer.optimizer
+        moments = sum(t.numel() * t.element_size() for state in inner.state.values() for t in state.values()
+                      if torch.is_tensor(t) and t.dim() > 0)
+        master = sum(p.numel() * p.element_size() for group in inner.param_groups for p in group["params"])
+        return moments + master
 
     # Cross-rank helpers -----------------------------------------------------------------------
     def reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        out = values.detach().clone()
-        dist.all_reduce(out)
-        return out
+        values = values.detach().to(self.device, torch.float32).clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values
 
     def reduce_mean(self, values: torch.Tensor) -> torch.Tensor:
         return self.reduce_sum(values) / self.world_size
 
     def all_agree(self, flag: bool) -> bool:
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self._comm_device())
+        # int32, not bool: gloo and NCCL both reduce it.
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return bool(t.item())
 
@@ -254,9 +259,6 @@ class ZeroEngine(Engine):
         parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
         dist.all_gather(parts, tensor.contiguous())
         return torch.cat(parts, dim=0)
-
-    def _comm_device(self) -> torch.device:
-        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
     # State ------------------------------------------------------------------------------------
     def full_state(self) -> dict[str, Any]:
