@@ -157,20 +157,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_worker(out: Path, overrides: list[str], num_processes: int = 2, extra: list[str] = (), check: bool = True):
-    """Run this worker under ``accelerate launch`` (2 CPU processes, gloo; DESIGN fact 3), or as a
-    plain one-process ``python`` when ``num_processes`` is 1 (no launcher: DESIGN fact 11).
-    Returns (per-rank results, completed process)."""
+def run_worker(out: Path, overrides: list[str], num_processes: int = 2, extra: list[str] = (), check: bool = True,
+               launcher: str = "accelerate"):
+    """Run this worker on ``num_processes`` CPU processes (gloo) and return (per-rank results, process).
+
+    launcher: ``accelerate`` (``accelerate launch --config_file launch/cpu_2proc.yaml``, DESIGN
+    fact 3) or ``torchrun``; one process runs as plain ``python`` with no launcher (DESIGN fact 11).
+    """
     import os
     import subprocess
 
     worker = [str(Path(__file__).resolve()), "--out", str(out), *extra, *overrides]
     if num_processes == 1:
         cmd = [sys.executable, *worker]
+    elif launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes),
+               "--master_port", str(free_port()), *worker]
     else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), *worker]
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "launch" / "cpu_2proc.yaml"),
+               "--num_processes", str(num_processes), "--main_process_port", str(free_port()), *worker]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)

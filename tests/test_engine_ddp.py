@@ -17,7 +17,8 @@ def _max_diff(a: dict, b: dict) -> float:
 @pytest.mark.slow
 def test_ddp_two_ranks_equal_one_process_with_same_global_batch(tmp_path):
     # 2 ranks x 2 accumulated micro-batches of 4 vs 1 rank x 1 batch of 16: the same 16 images per step.
-    two, _ = run_worker(tmp_path / "two", [*COMMON, "train.grad_accum=2"])
+    # Started by torchrun (the zero tests use accelerate launch): both launchers must work.
+    two, _ = run_worker(tmp_path / "two", [*COMMON, "train.grad_accum=2"], launcher="torchrun")
     one, _ = run_worker(tmp_path / "one", COMMON, num_processes=1)
     r0, r1 = two
     for net in ("G", "D"):
