@@ -57,7 +57,7 @@ def resolve_dataset(data_cfg: DataConfig) -> DatasetInfo:
     without ``manifest.json``, a pattern matching nothing, and missing shard files (all listed).
     """
     path = data_cfg.path.strip()
-    manifest_override = getattr(data_cfg, "manifest", "") or ""
+    manifest_override = data_cfg.manifest
     if not path:
         root = ensure_builtin(data_cfg.builtin, data_cfg.cache_dir, "all")
         return info_from_dir(root)

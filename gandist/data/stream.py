@@ -487,7 +487,7 @@ def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank
         world_size=world_size, num_workers=max(1, data_cfg.num_workers), batch_size=batch_size_per_rank,
         chunk_size=data_cfg.shuffle_buffer, image_size=image_size or info.image_size,
         channels=channels or info.channels, random_flip=data_cfg.random_flip,
-        random_crop_pad=getattr(data_cfg, "random_crop_pad", 0),
+        random_crop_pad=data_cfg.random_crop_pad,
     )
     if plan.mode == "epoch":
         nb = plan.batches_per_rank()
