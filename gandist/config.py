@@ -65,9 +65,9 @@ class ModelConfig:
     """Class-conditional G and D (needs labelled data); the default, since users make labelled synthetic data."""
     z_dim: int = 64
     """Length of the latent noise vector."""
-    g_width: int = 64
+    g_width: int = 32
     """Generator width: channels of its widest conv layer (dcgan) or hidden units / 8 (mlp)."""
-    d_width: int = 64
+    d_width: int = 32
     """Discriminator width: channels of its widest conv layer."""
 
     def validate(self) -> None:
