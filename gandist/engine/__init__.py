@@ -28,9 +28,7 @@ def make_accelerator(cfg: Config):
 
     use_cuda = torch.cuda.is_available()
     timeout = datetime.timedelta(minutes=cfg.engine.timeout_minutes)
-    # No explicit backend: Accelerate picks nccl on GPUs and gloo on CPUs by itself, and an
-    # explicit "gloo" makes a one-process run without a launcher ask for a group that does not exist.
-    pg_kwargs = InitProcessGroupKwargs(timeout=timeout)
+    pg_kwargs = InitProcessGroupKwargs(backend="nccl" if use_cuda else "gloo", timeout=timeout)
     # Accelerator(cpu=True) without CUDA gives a gloo group with correct ranks under
     # torchrun (DESIGN fact 3).
     mixed = cfg.train.mixed_precision if cfg.engine.kind == "ddp" else "no"
