@@ -105,6 +105,10 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
+    if precision != "no":
+        # DeepSpeed casts parameters only; BatchNorm's fp32 running statistics would then meet
+        # half-precision weights and inputs ("expected scalar type BFloat16 but found Float").
+        generated["data_types"] = {"buffer_dtype": precision}
     if cfg.engine.deepspeed_config:
         path = Path(cfg.engine.deepspeed_config)
         try:
