@@ -7,7 +7,8 @@ processes on the same machine. Ratios are against ddp.
 Optimizer state per rank counts what the optimizer owns: Adam's two moments, plus, under ZeRO,
 the fp32 master partition DeepSpeed's optimizer steps on (ddp's Adam steps on the model's own
 fp32 weights, so it has none). Peak memory is ``torch.cuda.max_memory_allocated`` over the whole
-engine's run (weights, gradients, optimizer, activations); on CPU it is not measured.
+engine's run (weights, gradients, optimizer, activations) less what was allocated before it
+started; on CPU it is not measured. A non-finite loss makes the run exit 1 (the fp16 check).
 
 CPU (2 gloo processes, small steps)::
 
@@ -67,8 +68,9 @@ def optimizer_state_bytes(engine, name: str) -> int:
                if torch.is_tensor(t) and t.dim() > 0)
 
 
-def gan_step(engine, spec: ModelSpec, batch: int) -> None:
-    """One D update and one G update with the non-saturating loss on random 'real' images."""
+def gan_step(engine, spec: ModelSpec, batch: int) -> torch.Tensor:
+    """One D update and one G update with the non-saturating loss on random 'real' images.
+    Returns the two losses (detached)."""
     dev = engine.device
     real = torch.rand(batch, spec.channels, spec.image_size, spec.image_size, device=dev) * 2 - 1
     labels = torch.randint(0, spec.num_classes, (batch,), device=dev)
@@ -85,6 +87,7 @@ def gan_step(engine, spec: ModelSpec, batch: int) -> None:
             loss_g = F.softplus(-d_frozen(g(z, labels), labels).float()).mean()
         engine.backward(loss_g, "G")
     engine.step("G")
+    return torch.stack([loss_d.detach(), loss_g.detach()])
 
 
 def measure(kind: str, args, accelerator, world_size: int) -> dict:
@@ -97,31 +100,37 @@ def measure(kind: str, args, accelerator, world_size: int) -> dict:
     spec = ModelSpec(image_size=args.image_size, channels=3, num_classes=10, z_dim=128,
                      g_width=args.width, d_width=args.width)
     cuda = accelerator.device.type == "cuda"
+    start_bytes = 0
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+        # Whatever an earlier engine left allocated is not this engine's.
+        start_bytes = torch.cuda.memory_allocated()
     torch.manual_seed(0)
     g, d = build_models("dcgan", spec)
     numel = {"G": sum(p.numel() for p in g.parameters()), "D": sum(p.numel() for p in d.parameters())}
     optimizers = {n: torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for n, m in (("G", g), ("D", d))}
     engine = DDPEngine(cfg, accelerator) if kind == "ddp" else ZeroEngine(cfg, accelerator, None)
     engine.prepare({"G": g, "D": d}, optimizers)
+    nonfinite = 0
     for _ in range(args.warmup_steps):
-        gan_step(engine, spec, batch)
+        nonfinite += int((~torch.isfinite(gan_step(engine, spec, batch))).sum())
     times_sec = []
     for _ in range(args.steps):
         engine.barrier()
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        gan_step(engine, spec, batch)
+        losses = gan_step(engine, spec, batch)
         if cuda:
             torch.cuda.synchronize()
+        nonfinite += int((~torch.isfinite(losses)).sum())
         times_sec.append(time.perf_counter() - start)
     mine = torch.tensor([[optimizer_state_bytes(engine, "G"), optimizer_state_bytes(engine, "D"),
-                          torch.cuda.max_memory_allocated() if cuda else -1, statistics.median(times_sec)]],
+                          torch.cuda.max_memory_allocated() - start_bytes if cuda else -1, statistics.median(times_sec),
+                          nonfinite, getattr(engine, "skipped_steps", lambda n: 0)("G")]],
                         dtype=torch.float64, device=engine.device)
-    per_rank = engine.gather(mine).cpu()  # world x 4
+    per_rank = engine.gather(mine).cpu()  # world x 6
     del engine, g, d, optimizers
     gc.collect()
     return {
@@ -132,6 +141,9 @@ def measure(kind: str, args, accelerator, world_size: int) -> dict:
         # The slowest rank sets the pace of a synchronous step.
         "step_sec": per_rank[:, 3].max().item(),
         "images_per_sec": batch * world_size / per_rank[:, 3].max().item(),
+        # fp16: losses that were not finite, and G steps DeepSpeed skipped on gradient overflow.
+        "nonfinite_losses": int(per_rank[:, 4].sum().item()),
+        "skipped_steps_G": int(per_rank[:, 5].max().item()),
     }
 
 
@@ -147,7 +159,8 @@ def table(rows: list[dict]) -> str:
         peak_ratio = f"{r['peak_bytes_per_rank'] / base['peak_bytes_per_rank']:7.2f}" if r["peak_bytes_per_rank"] else f"{'n/a':>7}"
         lines.append(f"{r['engine']:7} {r['opt_bytes_G_per_rank'] / mb:14.1f} {r['opt_bytes_D_per_rank'] / mb:14.1f} "
                      f"{opt / mb:10.1f} {opt / opt_base:7.2f} {peak} {peak_ratio} "
-                     f"{r['step_sec'] * 1e3:9.1f} {r['step_sec'] / base['step_sec']:7.2f} {r['images_per_sec']:9.1f}")
+                     f"{r['step_sec'] * 1e3:9.1f} {r['step_sec'] / base['step_sec']:7.2f} {r['images_per_sec']:9.1f} "
+                     f"{r['nonfinite_losses']:9d}")
     return "\n".join(lines)
 
 
@@ -190,7 +203,8 @@ def main(argv: list[str]) -> int:
                                             "rows": rows}, indent=1) + "\n")
             print(f"\nwrote {args.out}")
     torch.distributed.destroy_process_group()
-    return 0
+    # A non-finite loss fails the run: with --precision fp16 this is the GPU check of loss scaling.
+    return 1 if any(r["nonfinite_losses"] for r in rows) else 0
 
 
 if __name__ == "__main__":

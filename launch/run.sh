@@ -39,13 +39,26 @@ nodes="${SLURM_NNODES:-1}"
 export PET_SIGNALS_TO_HANDLE="${PET_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1}"
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-600}"
 
+first_host() {  # first host of a Slurm node list: "gpu[03-05,07],cpu1" -> gpu03
+  if command -v scontrol >/dev/null 2>&1; then
+    scontrol show hostnames "$1" | head -n 1
+    return
+  fi
+  local list="${1%%,*}"
+  if [[ "$1" == *"["* ]]; then
+    local prefix="${1%%[*}" inner="${1#*[}"
+    list="${prefix}${inner%%[-,\]]*}"
+  fi
+  echo "$list"
+}
+
 free_port() {
   "$python" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
 }
 
 launch=("$python" -m accelerate.commands.launch)
 if (( nodes > 1 )); then
-  main_ip="$(scontrol show hostnames "${SLURM_JOB_NODELIST:?multi-node needs SLURM_JOB_NODELIST}" | head -n 1)"
+  main_ip="$(first_host "${SLURM_JOB_NODELIST:?multi-node needs SLURM_JOB_NODELIST}")"
   cmd=("${launch[@]}" --config_file "$here/multi_node.yaml"
        --num_machines "$nodes" --num_processes "$(( procs * nodes ))"
        --machine_rank "${SLURM_NODEID:?multi-node needs SLURM_NODEID}"

@@ -60,6 +60,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--start", type=int, default=0, help="first step (resume: the saved step)")
     p.add_argument("--save-at", type=int, default=0, help="save full + sharded state to OUT/ckpt after this many steps, then go on")
     p.add_argument("--resume", default="", help="checkpoint folder written by --save-at")
+    p.add_argument("--weights-only", action="store_true", help="resume G/D weights but not the optimizer state (a control)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -79,7 +80,8 @@ def main(argv: list[str]) -> int:
         engine.prepare({"G": g, "D": d}, opt)
         if args.resume:
             engine.load_full_state(torch.load(Path(args.resume) / "full.pt", weights_only=True))
-            engine.load_sharded(Path(args.resume))
+            if not args.weights_only:
+                engine.load_sharded(Path(args.resume))
         b = cfg.train.batch_size_per_rank(engine.world_size)
         accum = cfg.train.grad_accum
         losses = []
