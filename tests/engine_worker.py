@@ -54,7 +54,29 @@ def build_engine(cfg: Config, run_dir: Path):
     return build(cfg, run_dir)
 
 
+SEPARATOR = ":::"
+
+
 def main(argv: list[str]) -> int:
+    """Train each run spec (argument groups separated by ``:::``) in turn, in this one launch:
+    the launch and the imports cost far more than the tiny runs on a 2-core machine."""
+    specs = [[]]
+    for arg in argv:
+        if arg == SEPARATOR:
+            specs.append([])
+        else:
+            specs[-1].append(arg)
+    engine = None
+    try:
+        for spec in specs:
+            engine = train_one(spec)
+    finally:
+        if engine is not None:
+            engine.close()  # once, at the end: the process group serves every run
+    return 0
+
+
+def train_one(argv: list[str]):
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
     p.add_argument("--start", type=int, default=0, help="first step (resume: the saved step)")
@@ -76,67 +98,66 @@ def main(argv: list[str]) -> int:
     }
     engine = build_engine(cfg, out)
     cfg.validate(engine.world_size)
-    with engine:
-        engine.prepare({"G": g, "D": d}, opt)
-        if args.resume:
-            engine.load_full_state(torch.load(Path(args.resume) / "full.pt", weights_only=True))
-            if not args.weights_only:
-                engine.load_sharded(Path(args.resume))
-        b = cfg.train.batch_size_per_rank(engine.world_size)
-        accum = cfg.train.grad_accum
-        losses = []
-        for step in range(args.start, cfg.train.steps):
-            real_all, z_all = global_batch(step, cfg.train.batch_size)
-            # This rank's share of the global batch, as accum micro-batches of b.
-            real_r = real_all.view(engine.world_size, accum, b, -1)[engine.rank]
-            z_r = z_all.view(engine.world_size, accum, b, -1)[engine.rank]
-            # D step: G frozen by no_grad. Losses recorded as the mean over micro-batches.
-            sum_d = sum_g = 0.0
+    engine.prepare({"G": g, "D": d}, opt)
+    if args.resume:
+        engine.load_full_state(torch.load(Path(args.resume) / "full.pt", weights_only=True))
+        if not args.weights_only:
+            engine.load_sharded(Path(args.resume))
+    b = cfg.train.batch_size_per_rank(engine.world_size)
+    accum = cfg.train.grad_accum
+    losses = []
+    for step in range(args.start, cfg.train.steps):
+        real_all, z_all = global_batch(step, cfg.train.batch_size)
+        # This rank's share of the global batch, as accum micro-batches of b.
+        real_r = real_all.view(engine.world_size, accum, b, -1)[engine.rank]
+        z_r = z_all.view(engine.world_size, accum, b, -1)[engine.rank]
+        # D step: G frozen by no_grad. Losses recorded as the mean over micro-batches.
+        sum_d = sum_g = 0.0
+        for m in range(accum):
+            with engine.no_sync("D") if m < accum - 1 else _null():
+                with engine.autocast():
+                    with torch.no_grad():
+                        fake = engine.net("G")(z_r[m].to(engine.device))
+                    loss_d = F.softplus(-engine.net("D")(real_r[m].to(engine.device))).mean() + F.softplus(
+                        engine.net("D")(fake)
+                    ).mean()
+                engine.backward(loss_d, "D")
+            sum_d += loss_d.detach().float() / accum
+        engine.step("D")
+        # G step: D's parameters frozen (DESIGN fact 2).
+        with engine.frozen("D") as d:
             for m in range(accum):
-                with engine.no_sync("D") if m < accum - 1 else _null():
+                with engine.no_sync("G") if m < accum - 1 else _null():
                     with engine.autocast():
-                        with torch.no_grad():
-                            fake = engine.net("G")(z_r[m].to(engine.device))
-                        loss_d = F.softplus(-engine.net("D")(real_r[m].to(engine.device))).mean() + F.softplus(
-                            engine.net("D")(fake)
-                        ).mean()
-                    engine.backward(loss_d, "D")
-                sum_d += loss_d.detach().float() / accum
-            engine.step("D")
-            # G step: D's parameters frozen (DESIGN fact 2).
-            with engine.frozen("D") as d:
-                for m in range(accum):
-                    with engine.no_sync("G") if m < accum - 1 else _null():
-                        with engine.autocast():
-                            loss_g = F.softplus(-d(engine.net("G")(z_r[m].to(engine.device)))).mean()
-                        engine.backward(loss_g, "G")
-                    sum_g += loss_g.detach().float() / accum
-            engine.step("G")
-            losses.append(engine.reduce_mean(torch.stack([sum_d, sum_g])).tolist())
-            if args.save_at and step + 1 == args.save_at:
-                ckpt = out / "ckpt"
-                full = engine.full_state()
-                if engine.is_main:
-                    ckpt.mkdir(parents=True, exist_ok=True)
-                    torch.save({k: full[k] for k in ("G", "D")}, ckpt / "full.pt")
-                engine.barrier()
-                engine.save_sharded(ckpt)
-        full = engine.full_state()
-        result = {
-            "world_size": engine.world_size,
-            "rank": engine.rank,
-            "losses": losses,
-            "full": {k: full[k] for k in ("G", "D")},
-            "local": {k: {n: t.detach().float().cpu().clone() for n, t in engine.unwrap(k).state_dict().items()} for k in ("G", "D")},
-            "numel": {k: sum(t.numel() for t in engine.unwrap(k).parameters()) for k in ("G", "D")},
-        }
-        if hasattr(engine, "optimizer_state_numel"):
-            result["opt_numel"] = {k: engine.optimizer_state_numel(k) for k in ("G", "D")}
-        if hasattr(engine, "skipped_steps"):
-            result["skipped_steps"] = {k: engine.skipped_steps(k) for k in ("G", "D")}
-        out.mkdir(parents=True, exist_ok=True)
-        torch.save(result, out / f"rank{engine.rank}.pt")
-    return 0
+                        loss_g = F.softplus(-d(engine.net("G")(z_r[m].to(engine.device)))).mean()
+                    engine.backward(loss_g, "G")
+                sum_g += loss_g.detach().float() / accum
+        engine.step("G")
+        losses.append(engine.reduce_mean(torch.stack([sum_d, sum_g])).tolist())
+        if args.save_at and step + 1 == args.save_at:
+            ckpt = out / "ckpt"
+            full = engine.full_state()
+            if engine.is_main:
+                ckpt.mkdir(parents=True, exist_ok=True)
+                torch.save({k: full[k] for k in ("G", "D")}, ckpt / "full.pt")
+            engine.barrier()
+            engine.save_sharded(ckpt)
+    full = engine.full_state()
+    result = {
+        "world_size": engine.world_size,
+        "rank": engine.rank,
+        "losses": losses,
+        "full": {k: full[k] for k in ("G", "D")},
+        "local": {k: {n: t.detach().float().cpu().clone() for n, t in engine.unwrap(k).state_dict().items()} for k in ("G", "D")},
+        "numel": {k: sum(t.numel() for t in engine.unwrap(k).parameters()) for k in ("G", "D")},
+    }
+    if hasattr(engine, "optimizer_state_numel"):
+        result["opt_numel"] = {k: engine.optimizer_state_numel(k) for k in ("G", "D")}
+    if hasattr(engine, "skipped_steps"):
+        result["skipped_steps"] = {k: engine.skipped_steps(k) for k in ("G", "D")}
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(result, out / f"rank{engine.rank}.pt")
+    return engine
 
 
 def _null():
@@ -161,7 +182,15 @@ def free_port() -> int:
 
 def run_worker(out: Path, overrides: list[str], num_processes: int = 2, extra: list[str] = (), check: bool = True,
                launcher: str = "accelerate"):
-    """Run this worker on ``num_processes`` CPU processes (gloo) and return (per-rank results, process).
+    """Run one spec of this worker; returns (per-rank results, completed process)."""
+    results, proc = run_workers([(out, overrides, list(extra))], num_processes, check, launcher)
+    return (results[0] if results else []), proc
+
+
+def run_workers(specs: list[tuple[Path, list[str], list[str]]], num_processes: int = 2, check: bool = True,
+                launcher: str = "accelerate"):
+    """Run several (out, overrides, extra args) specs one after another in ONE launch of
+    ``num_processes`` CPU processes (gloo). Returns ([per-rank results of each spec], process).
 
     launcher: ``accelerate`` (``accelerate launch --config_file launch/cpu_2proc.yaml``, DESIGN
     fact 3) or ``torchrun``; one process runs as plain ``python`` with no launcher (DESIGN fact 11).
@@ -169,7 +198,9 @@ def run_worker(out: Path, overrides: list[str], num_processes: int = 2, extra: l
     import os
     import subprocess
 
-    worker = [str(Path(__file__).resolve()), "--out", str(out), *extra, *overrides]
+    worker = [str(Path(__file__).resolve())]
+    for i, (out, overrides, extra) in enumerate(specs):
+        worker += ([SEPARATOR] if i else []) + ["--out", str(out), *extra, *overrides]
     if num_processes == 1:
         cmd = [sys.executable, *worker]
     elif launcher == "torchrun":
@@ -183,8 +214,9 @@ def run_worker(out: Path, overrides: list[str], num_processes: int = 2, extra: l
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"worker failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    results = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(num_processes)] if proc.returncode == 0 else []
-    return results, proc
+    if proc.returncode != 0:
+        return [], proc
+    return [[torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(num_processes)] for out, _, _ in specs], proc
 
 
 if __name__ == "__main__":
