@@ -1,5 +1,6 @@
-"""The zero engine through the real CLI: ``launch/run.sh --procs 2 ... gandist train`` on 2 CPU
-processes, resume from a checkpoint, and sampling from a ZeRO checkpoint without DeepSpeed."""
+"""The zero engine through the real CLI on 2 CPU processes: ``launch/run.sh --procs 2`` (accelerate
+launch with launch/cpu_2proc.yaml), resume under ``torchrun -m gandist train``, and sampling from
+a ZeRO checkpoint without DeepSpeed."""
 
 from __future__ import annotations
 
@@ -25,8 +26,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _train(run_dir: Path, procs: int = 2) -> subprocess.CompletedProcess:
-    cmd = ["bash", str(REPO_ROOT / "launch" / "run.sh"), "--procs", str(procs), "--run-dir", str(run_dir), *TRAIN_ARGS]
+def _train(run_dir: Path, launcher: str) -> subprocess.CompletedProcess:
+    args = ["--run-dir", str(run_dir), *TRAIN_ARGS]
+    if launcher == "run.sh":  # accelerate launch --config_file launch/cpu_2proc.yaml
+        cmd = ["bash", str(REPO_ROOT / "launch" / "run.sh"), "--procs", "2", *args]
+    else:
+        from engine_worker import free_port
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", str(free_port()), "-m", "gandist", "train", *args]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"train failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
@@ -39,7 +47,7 @@ def _model(run_dir: Path, step: int) -> dict:
 @pytest.mark.slow
 def test_zero_cli_two_processes_resume_and_sample(tmp_path):
     a = tmp_path / "a"
-    proc = _train(a)
+    proc = _train(a, "run.sh")
     out = proc.stdout + proc.stderr
     # Rank zero alone prints the start line, naming world size and batches.
     assert out.count("engine zero, world size 2") == 1, out[-3000:]
@@ -51,11 +59,11 @@ def test_zero_cli_two_processes_resume_and_sample(tmp_path):
     for net in ("G", "D"):  # one optimizer shard per rank, per network
         assert len(list((sharded / net / "zero").glob("*optim_states.pt"))) == 2
 
-    # Interrupted after step 2: drop the step-4 checkpoint and run the same command again.
+    # Interrupted after step 2: drop the step-4 checkpoint and run again, this time under torchrun.
     b = tmp_path / "b"
     shutil.copytree(a, b)
     shutil.rmtree(b / "ckpt" / "step_00000004")
-    proc = _train(b)
+    proc = _train(b, "torchrun")
     assert "resuming from" in proc.stdout + proc.stderr
     full_a, full_b = _model(a, 4), _model(b, 4)
     for key in ("G", "D", "G_ema"):
