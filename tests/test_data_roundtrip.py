@@ -11,7 +11,7 @@ from PIL import Image
 
 from gandist.config import DataConfig
 from gandist.data import digits_arrays, ensure_builtin, read_all, resolve_dataset, write_shards
-from gandist.data.builtin import write_builtin
+from gandist.data.builtin import DIGITS_SIZE, write_builtin
 from gandist.data.sources import open_source
 from gandist.errors import DataError
 
@@ -27,11 +27,11 @@ def _write(src, out: Path, seed=None, **kw):
 def test_builtin_digits_roundtrip_bytes_and_labels(tmp_path):
     m = write_builtin("digits", tmp_path / "d", split="all", seed=0)
     assert m["num_samples"] == 1797 and m["num_classes"] == 10 and len(m["shards"]) == 8
-    assert m["image"]["height"] == 32 and m["image"]["channels"] == 1 and sum(m["class_counts"]) == 1797
+    assert m["image"]["height"] == DIGITS_SIZE and m["image"]["channels"] == 1 and sum(m["class_counts"]) == 1797
     imgs, labels = read_all(tmp_path / "d")
     ref_imgs, ref_labels = digits_arrays("all")
     order = np.random.default_rng(0).permutation(1797)  # the writer's shuffle
-    assert imgs.shape == (1797, 1, 32, 32)
+    assert imgs.shape == (1797, 1, DIGITS_SIZE, DIGITS_SIZE)
     assert np.array_equal(imgs[:, 0], ref_imgs[order]) and np.array_equal(labels, ref_labels[order])
     # Same input, same bytes: shards are reproducible.
     m2 = write_builtin("digits", tmp_path / "d2", split="all", seed=0)
@@ -53,7 +53,7 @@ def test_builtin_cache_is_made_once(tmp_path):
     mtime = (d / "manifest.json").stat().st_mtime_ns
     assert ensure_builtin("digits", str(tmp_path)) == d and (d / "manifest.json").stat().st_mtime_ns == mtime
     info = resolve_dataset(DataConfig(cache_dir=str(tmp_path)))
-    assert info.num_samples == 1797 and info.image_size == 32 and info.channels == 1 and info.class_names == list("0123456789")
+    assert info.num_samples == 1797 and info.image_size == DIGITS_SIZE and info.channels == 1 and info.class_names == list("0123456789")
     assert len(info.manifest_sha256) == 64 and info.urls == sorted(info.urls)
 
 
