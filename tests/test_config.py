@@ -64,6 +64,14 @@ def test_invalid_values_name_the_field(override, fragment):
     assert fragment in str(info.value)
 
 
+def test_yaml_booleans_read_as_the_literal_they_spell(tmp_path):
+    """YAML 1.1 turns a bare `no` into False; train.mixed_precision=no must still mean "no"."""
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  mixed_precision: no\n")
+    assert load_config(path).train.mixed_precision == "no"
+
+
 def test_batch_size_must_divide_world_size_times_accumulation():
     cfg = load_config(None, ["train.batch_size=64", "train.grad_accum=2"])
     cfg.validate(world_size=4)
