@@ -350,8 +350,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         allowed = typing.get_args(tp)
-        if isinstance(value, bool):  # YAML 1.1 reads `no`/`off` as false: train.mixed_precision=no
-            value = next((w for w in (("yes", "true", "on") if value else ("no", "false", "off")) if w in allowed), value)
+        if isinstance(value, bool):  # YAML 1.1 reads no/off/false (yes/on/true) as booleans
+            spelled = [a for a in allowed if str(a).lower() in (("yes", "on", "true") if value else ("no", "off", "false"))]
+            value = spelled[0] if spelled else value
         if value not in allowed:
             raise ConfigError(f"{key}: invalid value {value!r}; allowed values: {', '.join(map(str, allowed))}")
         return value
