@@ -260,6 +260,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequenc
         data = _read_yaml(Path(path))
     for item in overrides:
         key, value = parse_override(item)
+        _check_key_path(key)
         _set_dotted(data, key, value)
     return config_from_dict(data)
 
@@ -306,6 +307,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def _check_key_path(key: str) -> None:
+    """Fail on an override whose dotted key names no config field, naming the whole key."""
+    cls: Any = Config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+        if part not in names:
+            where = ".".join(parts[:i]) or "config"
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f"; did you mean {'.'.join(parts[:i] + [close[0]])}?" if close else ""
+            known = f" (known keys in {where}: {', '.join(names)})" if names else f" ({where} is a value, not a section)"
+            raise ConfigError(f"{key}: unknown config key{hint}{known}")
+        cls = typing.get_type_hints(cls)[part]
+    if dataclasses.is_dataclass(cls):
+        raise ConfigError(f"{key}: is a section; set one of its keys, e.g. {key}.{dataclasses.fields(cls)[0].name}=...")
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

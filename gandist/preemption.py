@@ -3,9 +3,10 @@ requeues itself after the preemption checkpoint.
 
 The training loop uses three calls::
 
-    preemption.install(cfg.preemption)        # once, at start, on every rank
-    if engine.any_rank(preemption.stop_requested()):   # at every step boundary
-        save checkpoint; if engine.is_main: preemption.on_preempted(cfg.preemption)
+    preemption.install(cfg.preemption)                   # once, at start, on every rank
+    if engine.any_rank(preemption.stop_requested()):     # at every step boundary
+        save_checkpoint(...)
+        preemption.on_preempted(cfg.preemption, is_main=engine.is_main, log=logger.info)
         return EXIT_PREEMPTED
 
 The handler only records the signal. Saving inside a handler would run in the middle of
@@ -129,13 +130,18 @@ def requeue_slurm_job(job_id: str | None = None) -> tuple[bool, str]:
     return True, f"requeued Slurm job {job_id}: it restarts from this checkpoint with the same command"
 
 
-def on_preempted(cfg: PreemptionConfig | None = None, log: Callable[[str], None] | None = None) -> bool:
-    """Rank 0, after the preemption checkpoint is committed: requeue or say why not.
+def on_preempted(
+    cfg: PreemptionConfig | None = None, is_main: bool = True, log: Callable[[str], None] | None = None
+) -> bool:
+    """After the preemption checkpoint is committed, on rank 0 (``is_main``): requeue or say why not.
+    Other ranks return False at once, so every rank can make the same call.
 
     Requeues when the run is under Slurm, ``cfg.requeue`` is on and this process received one
     of ``cfg.requeue_signals``. Returns True when the job was requeued. Never raises: the
     checkpoint is already safe and the exit code (3) still tells a wrapper what happened.
     """
+    if not is_main:
+        return False
     cfg = cfg or PreemptionConfig()
     log = log or (lambda msg: print(f"gandist: {msg}", file=sys.stderr, flush=True))
     got = received_signals()
