@@ -32,7 +32,10 @@ def make_accelerator(cfg: Config):
     # Accelerator(cpu=True) without CUDA gives a gloo group with correct ranks under
     # torchrun (DESIGN fact 3).
     mixed = cfg.train.mixed_precision if cfg.engine.kind == "ddp" else "no"
-    return Accelerator(cpu=not use_cuda, mixed_precision=mixed, kwargs_handlers=[pg_kwargs])
+    # Only a launched multi-process run gets a process group: with a backend named, Accelerate
+    # would otherwise try to use a group that a single plain process never creates.
+    handlers = [pg_kwargs] if world_size_from_env() > 1 else []
+    return Accelerator(cpu=not use_cuda, mixed_precision=mixed, kwargs_handlers=handlers)
 
 
 def build_engine(cfg: Config, run_dir: Path) -> Engine:
