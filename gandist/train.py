@@ -48,6 +48,9 @@ class Run:
 
 def train(cfg: Config, run_dir: Path) -> int:
     """Train until ``total_steps`` or a preemption signal; returns the process exit code."""
+    # First, so a notice during setup (imports, data, resume) is kept for the first step
+    # boundary instead of killing the process: USR1's default action is to terminate.
+    preemption.install(cfg.preemption)
     engine = build_engine(cfg, run_dir)
     try:
         run = setup(cfg, run_dir, engine)
@@ -352,7 +355,6 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
         restore_checkpoint(run, resume_from)
         logger.info(f"resuming from {resume_from} at step {run.step} of {total_steps}")
     run.batches = iter(stream)
-    preemption.install(cfg.preemption)
     logger.info(start_message(run, info))
     return run
 
