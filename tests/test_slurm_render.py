@@ -57,9 +57,11 @@ def test_single_node_passes_arguments_through_and_counts_processes():
     assert opt(gpus, "--num_processes") == "4"
     visible = launch_args(render("train_single_node.sbatch", [], CUDA_VISIBLE_DEVICES="2,5,7")[-1])
     assert opt(visible, "--num_processes") == "3"
-    forced = launch_args(render("train_single_node.sbatch", [], SLURM_GPUS_ON_NODE="4", GANDIST_PROCS_PER_NODE="1",
+    forced = launch_args(render("train_single_node.sbatch", ["x=1"], SLURM_GPUS_ON_NODE="4", GANDIST_PROCS_PER_NODE="3",
                                 GANDIST_PYTHON="/opt/venv/bin/python")[-1])
-    assert opt(forced, "--num_processes") == "1" and forced[0] == "/opt/venv/bin/python"
+    assert opt(forced, "--num_processes") == "3" and forced[0] == "/opt/venv/bin/python"
+    one = launch_args(render("train_single_node.sbatch", ["x=1"], SLURM_GPUS_ON_NODE="1")[-1])
+    assert one == ["python", "-m", "gandist", "train", "x=1"]  # no launcher for one process
 
 
 def test_multi_node_renders_one_launcher_per_node():
