@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
         description=(
             "Write the EMA generator of the newest good checkpoint of a run as a safetensors file "
             "(model config in its metadata) and the same config beside it as OUT with .json. "
-            "`gandist sample` accepts the file in place of a run directory."
+            "`gandist sample --generator OUT` samples from it."
         ),
     )
     p.add_argument("--run-dir", required=True, help="run directory, its ckpt/ folder, or one ckpt/step_* folder")
