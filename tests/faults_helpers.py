@@ -46,10 +46,12 @@ def launch_cmd(run_dir: Path, num_procs: int, overrides: list[str], monitor_inte
             "-m", "gandist", "train", "--run-dir", str(run_dir), *overrides]
 
 
-def train(run_dir: Path, num_procs: int, overrides: list[str] = (), timeout: float = 300) -> subprocess.CompletedProcess:
+def train(run_dir: Path, num_procs: int, overrides: list[str] = (), timeout: float = 300,
+          monitor_interval_sec: float = 0.1) -> subprocess.CompletedProcess:
     flags = [o for o in overrides if o.startswith("--")]  # before the key=value list: argparse wants them there
     rest = [o for o in overrides if not o.startswith("--")]
-    return subprocess.run(launch_cmd(run_dir, num_procs, [*flags, *TINY, *rest]), cwd=REPO, env=env(),
+    cmd = launch_cmd(run_dir, num_procs, [*flags, *TINY, *rest], monitor_interval_sec)
+    return subprocess.run(cmd, cwd=REPO, env=env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -61,6 +63,12 @@ def reference_run(base: Path) -> Path:
         proc = train(run_dir, 2, [f"train.steps={NUM_STEPS}"])
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir
+
+
+def exit_codes(launcher_output: str) -> dict[int, int]:
+    """{rank: exit code} from torchrun's failure report."""
+    found = re.findall(r"rank\s*:\s*(\d+) \(local_rank.*?\n\s*exitcode\s*:\s*(-?\d+)", launcher_output)
+    return {int(rank): int(code) for rank, code in found}
 
 
 def latest_step(run_dir: Path) -> int:

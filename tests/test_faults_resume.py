@@ -14,8 +14,8 @@ import subprocess
 import pytest
 
 from faults_helpers import (
-    NUM_STEPS, REPO, TINY, assert_same_weights, env, final_weights, launch_cmd, latest_step, reference_run, train,
-    wait_for, worker_pids,
+    NUM_STEPS, REPO, TINY, assert_same_weights, env, exit_codes, final_weights, launch_cmd, latest_step, reference_run,
+    train, wait_for, worker_pids,
 )
 from gandist.checkpoint import read_manifest, verify_checkpoint
 
@@ -57,8 +57,7 @@ def test_sigterm_to_one_rank_stops_both_with_a_checkpoint_and_exit_3(preempted):
     assert f"saved {ckpt} at step {step}; exiting with code 3" in output
     assert "received SIGTERM" in output
     # torchrun reports each worker's exit code: both ranks exited 3, rank 0 without a signal.
-    codes = dict(re.findall(r"rank\s*:\s*(\d+) \(local_rank.*?\n\s*exitcode\s*:\s*(-?\d+)", output))
-    assert codes == {"0": "3", "1": "3"}, output[-3000:]
+    assert exit_codes(output) == {0: 3, 1: 3}, output[-3000:]
 
 
 def test_relaunch_resumes_and_ends_equal_to_an_uninterrupted_run(preempted, reference, tmp_path):
@@ -97,12 +96,39 @@ def test_non_finite_loss_stops_every_rank_and_keeps_the_last_good_checkpoint(tmp
     assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-3000:]
     # Resume with an absurd learning rate: the first step's update makes the next losses non-finite.
     proc = train(run_dir, 2, ["--allow-config-change", "train.steps=10", "checkpoint.every_steps=1",
-                              "optim.lr_d=1e30", "optim.lr_g=1e30"], timeout=240)
+                              "optim.lr_d=1e30", "optim.lr_g=1e30"], timeout=240, monitor_interval_sec=5)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     bad = int(re.search(r"non-finite loss at step (\d+)", out).group(1))
     assert 3 <= bad < 10
     assert latest_step(run_dir) == bad - 1  # the diverged step was never saved; the one before is intact
     assert verify_checkpoint(run_dir / "ckpt" / f"step_{bad - 1:08d}") is None
-    codes = dict(re.findall(r"rank\s*:\s*(\d+) \(local_rank.*?\n\s*exitcode\s*:\s*(-?\d+)", out))
-    assert "0" in codes and codes["0"] == "1", out[-3000:]  # rank 0 stops with TrainingDiverged (exit 1)
+    assert exit_codes(out) == {0: 1, 1: 1}, out[-3000:]  # every rank stops with TrainingDiverged
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs: room for one checkpoint of the tiny run (2.5 MB) but not two (needs root)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs: {proc.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_during_save_stops_every_rank_and_keeps_the_previous_checkpoint(small_disk):
+    run_dir = small_disk / "run"
+    # The second checkpoint must coexist with the first until it is committed: it cannot fit.
+    proc = train(run_dir, 2, ["train.steps=4", "checkpoint.every_steps=2"], timeout=240, monitor_interval_sec=5)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"disk full while writing checkpoint {run_dir / 'ckpt' / 'step_00000004.tmp'}" in out, out[-3000:]
+    assert "the previous checkpoint step_00000002 is intact" in out
+    assert exit_codes(out) == {0: 1, 1: 1}, out[-3000:]  # both ranks stop, neither hangs in a collective
+    assert latest_step(run_dir) == 2
+    assert verify_checkpoint(run_dir / "ckpt" / "step_00000002") is None
+    assert not list((run_dir / "ckpt").glob("*.tmp"))
