@@ -289,12 +289,9 @@ def read_manifest(path: Path) -> dict:
 
 def _versions() -> dict[str, str]:
     versions = {"gandist": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
-    try:
-        import deepspeed
-
+    deepspeed = sys.modules.get("deepspeed")  # recorded when the run used it; importing it costs seconds
+    if deepspeed is not None:
         versions["deepspeed"] = deepspeed.__version__
-    except Exception:  # noqa: BLE001 - deepspeed is optional at run time under ddp
-        pass
     return versions
 
 

@@ -43,6 +43,10 @@ class DataConfig:
     """Random horizontal flip (off by default: digits and text are not mirror-symmetric)."""
     max_skipped_fraction: float = 0.01
     """Stop the run when more than this fraction of samples could not be decoded."""
+    manifest: str = ""
+    """Path of the shards' ``manifest.json`` when ``path`` is remote (``pipe:``) or the manifest lives elsewhere."""
+    random_crop_pad: int = 0
+    """Random-crop augmentation: reflect-pad by this many pixels, crop back to size; 0: off."""
 
     def validate(self) -> None:
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0", self.num_workers)
@@ -50,6 +54,7 @@ class DataConfig:
         _check(self.image_size == 0 or self.image_size >= 4, "data.image_size", "must be 0 (dataset size) or >= 4", self.image_size)
         _check(self.channels in (0, 1, 3), "data.channels", "must be one of 0 (dataset), 1, 3", self.channels)
         _check(0.0 <= self.max_skipped_fraction <= 1.0, "data.max_skipped_fraction", "must be in [0, 1]", self.max_skipped_fraction)
+        _check(self.random_crop_pad >= 0, "data.random_crop_pad", "must be >= 0", self.random_crop_pad)
 
 
 @dataclass
@@ -60,9 +65,9 @@ class ModelConfig:
     """Class-conditional G and D (needs labelled data); the default, since users make labelled synthetic data."""
     z_dim: int = 64
     """Length of the latent noise vector."""
-    g_width: int = 64
+    g_width: int = 32
     """Generator width: channels of its widest conv layer (dcgan) or hidden units / 8 (mlp)."""
-    d_width: int = 64
+    d_width: int = 32
     """Discriminator width: channels of its widest conv layer."""
 
     def validate(self) -> None:
@@ -361,6 +366,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool):  # YAML 1.1 reads no/off/false (yes/on/true) as booleans
+            spelled = [a for a in allowed if str(a).lower() in (("yes", "on", "true") if value else ("no", "off", "false"))]
+            value = spelled[0] if spelled else value
         if value not in allowed:
             raise ConfigError(f"{key}: invalid value {value!r}; allowed values: {', '.join(map(str, allowed))}")
         return value

@@ -71,22 +71,18 @@ def train_loop(run: Run) -> int:
     steps_since_log, last_log_time = 0, time.perf_counter()
 
     while run.step < run.total_steps:
-        set_learning_rates(run)
-        d_loss, d_real, d_fake = discriminator_step(run, loss_fn)
-        g_loss = generator_step(run, loss_fn)
-        update_ema(run)
-        run.step += 1
+        step_stats = train_step(run, loss_fn)
         steps_since_log += 1
-        step_stats = torch.stack([d_loss, g_loss, d_real, d_fake])
         stats += step_stats
         logger.advance()
 
         # One all-reduce per step decides, for all ranks together, whether to stop.
-        flags = engine.reduce_sum(torch.tensor([float(not torch.isfinite(step_stats).all()), float(preemption.stop_requested())]))
-        if flags[0] > 0:
+        diverged, stop = stop_flags(run, step_stats)
+        if diverged:
             raise TrainingDiverged(
-                f"non-finite loss at step {run.step} (D {d_loss.item():.4g}, G {g_loss.item():.4g} on rank {engine.rank}); "
-                f"the last good checkpoint in {run.checkpointer.root} is kept. Lower optim.lr_d/lr_g or use train.mixed_precision=no/bf16"
+                f"non-finite loss at step {run.step} (D loss {step_stats[0].item():.4g}, G loss {step_stats[1].item():.4g} "
+                f"on rank {engine.rank}); the last good checkpoint in {run.checkpointer.root} is kept. "
+                "Lower optim.lr_d/optim.lr_g, or use train.mixed_precision=no or bf16"
             )
         if run.step % cfg.log.every_steps == 0 or run.step == run.total_steps:
             log_scalars(run, stats, steps_since_log, time.perf_counter() - last_log_time)
@@ -94,7 +90,7 @@ def train_loop(run: Run) -> int:
             steps_since_log, last_log_time = 0, time.perf_counter()
         if cfg.log.sample_every_steps and run.step % cfg.log.sample_every_steps == 0 or run.step == run.total_steps:
             log_samples(run, fixed_z, fixed_y)
-        if flags[1] > 0:
+        if stop:
             path = save_checkpoint(run)
             logger.info(f"preemption signal: saved {path} at step {run.step}; exiting with code {EXIT_PREEMPTED}")
             preemption.on_preempted(cfg.preemption, is_main=engine.is_main, log=logger.info)
@@ -107,6 +103,23 @@ def train_loop(run: Run) -> int:
 
 
 # Phases of one step ---------------------------------------------------------------------------
+
+
+def train_step(run: Run, loss_fn) -> torch.Tensor:
+    """One D update, one G update, the EMA; returns [D loss, G loss, D(real), D(fake)] (detached)."""
+    set_learning_rates(run)
+    d_loss, d_real, d_fake = discriminator_step(run, loss_fn)
+    g_loss = generator_step(run, loss_fn)
+    update_ema(run)
+    run.step += 1
+    return torch.stack([d_loss, g_loss, d_real, d_fake])
+
+
+def stop_flags(run: Run, step_stats: torch.Tensor) -> tuple[bool, bool]:
+    """(some rank's loss is non-finite, some rank was asked to stop), agreed by all ranks."""
+    local = torch.tensor([float(not torch.isfinite(step_stats).all()), float(preemption.stop_requested())])
+    flags = run.engine.reduce_sum(local) if run.engine.world_size > 1 else local
+    return bool(flags[0] > 0), bool(flags[1] > 0)
 
 
 def discriminator_step(run: Run, loss_fn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
