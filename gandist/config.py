@@ -211,6 +211,21 @@ class EngineConfig:
 
 
 @dataclass
+class PreemptionConfig:
+    signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    """Signals that make every rank checkpoint at the next step boundary and exit with code 3."""
+    requeue: bool = True
+    """Under Slurm (``SLURM_JOB_ID`` set), rank 0 runs ``scontrol requeue`` after the preemption checkpoint."""
+    requeue_signals: list[str] = field(default_factory=lambda: ["SIGUSR1"])
+    """Of ``signals``, those that requeue the job (not SIGTERM: ``scancel`` sends it, and a cancelled job must stay cancelled)."""
+
+    def validate(self) -> None:
+        from gandist.preemption import check_signals
+
+        check_signals(self)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -220,6 +235,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
 
     def validate(self, world_size: int = 1) -> "Config":
         for f in dataclasses.fields(self):

@@ -48,6 +48,9 @@ class Run:
 
 def train(cfg: Config, run_dir: Path) -> int:
     """Train until ``total_steps`` or a preemption signal; returns the process exit code."""
+    # First, so a notice during setup (imports, data, resume) is kept for the first step
+    # boundary instead of killing the process: USR1's default action is to terminate.
+    preemption.install(cfg.preemption)
     engine = build_engine(cfg, run_dir)
     try:
         run = setup(cfg, run_dir, engine)
@@ -90,6 +93,7 @@ def train_loop(run: Run) -> int:
         if stop:
             path = save_checkpoint(run)
             logger.info(f"preemption signal: saved {path} at step {run.step}; exiting with code {EXIT_PREEMPTED}")
+            preemption.on_preempted(cfg.preemption, is_main=engine.is_main, log=logger.info)
             return EXIT_PREEMPTED
         if run.step % cfg.checkpoint.every_steps == 0 or run.step == run.total_steps:
             save_checkpoint(run)
@@ -364,7 +368,6 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
         restore_checkpoint(run, resume_from)
         logger.info(f"resuming from {resume_from} at step {run.step} of {total_steps}")
     run.batches = iter(stream)
-    preemption.install()
     logger.info(start_message(run, info))
     return run
 
