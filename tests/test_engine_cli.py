@@ -45,7 +45,7 @@ def _model(run_dir: Path, step: int) -> dict:
 
 
 @pytest.mark.slow
-def test_zero_cli_two_processes_resume_and_sample(tmp_path):
+def test_zero_cli_two_processes_resume_and_sample(tmp_path, gandist_cache):
     a = tmp_path / "a"
     proc = _train(a, "run.sh")
     out = proc.stdout + proc.stderr

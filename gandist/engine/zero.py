@@ -22,6 +22,9 @@ import copy
 import datetime
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -202,10 +205,6 @@ class ZeroEngine(Engine):
         # so its forward needs none of the engine's bookkeeping.
         return self._engines[name].module
 
-    def ds_engine(self, name: NetName) -> Any:
-        """The DeepSpeed engine of ``name`` (tests and benchmarks inspect its optimizer)."""
-        return self._engines[name]
-
     # One optimisation step ----------------------------------------------------------------------
     def backward(self, loss: torch.Tensor, name: NetName) -> None:
         self._engines[name].backward(loss)
@@ -320,27 +319,56 @@ class ZeroEngine(Engine):
         self.barrier()
 
     def load_sharded(self, directory: Path) -> None:
+        """Load what ``save_sharded`` wrote. Another world size goes through DeepSpeed's universal
+        checkpoint (converted once, next to the shards, then loaded on every rank: DESIGN fact 10)."""
         directory = Path(directory)
         meta_path = directory / META_FILE
         if not meta_path.is_file():
             raise CheckpointError(f"checkpoint: {directory} holds no ZeRO state ({META_FILE} missing); was it saved with engine.kind=zero?")
         meta = json.loads(meta_path.read_text())
-        if meta["world_size"] != self.world_size:
-            raise CheckpointError(
-                f"checkpoint: {directory} was saved by {meta['world_size']} processes but this run has "
-                f"{self.world_size}; ZeRO optimizer shards only load on the same world size "
-                f"(resume with {meta['world_size']} processes, or convert it with "
-                f"python -m deepspeed.checkpoint.ds_to_universal)"
-            )
         if meta["zero_stage"] != self.cfg.engine.zero_stage:
             raise CheckpointError(
                 f"checkpoint: {directory} was saved with engine.zero_stage={meta['zero_stage']}, "
                 f"this run has {self.cfg.engine.zero_stage}"
             )
+        universal = meta["world_size"] != self.world_size
+        source = self._universal_copy(directory, meta["world_size"]) if universal else directory
         for name in iterate_nets():
-            path, _ = self._engines[name].load_checkpoint(str(directory / name), tag=CHECKPOINT_TAG)
+            engine = self._engines[name]
+            # DeepSpeed reads this flag inside load_checkpoint; set only for this one load.
+            engine._config.load_universal_checkpoint = universal
+            try:
+                path, _ = engine.load_checkpoint(str(source / name), tag=CHECKPOINT_TAG)
+            finally:
+                engine._config.load_universal_checkpoint = False
             if path is None:
-                raise CheckpointError(f"checkpoint: no DeepSpeed state for {name} in {directory / name}")
+                raise CheckpointError(f"checkpoint: no DeepSpeed state for {name} in {source / name}")
+
+    def _universal_copy(self, directory: Path, saved_world_size: int) -> Path:
+        """``directory`` converted to DeepSpeed's universal format (rank zero converts, all wait)."""
+        out = directory.with_name(directory.name + ".universal")
+        error = ""
+        if self.is_main and not (out / "DONE").is_file():
+            tmp = directory.with_name(directory.name + ".universal.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            for name in iterate_nets():
+                cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
+                       "--input_folder", str(directory / name / CHECKPOINT_TAG),
+                       "--output_folder", str(tmp / name / CHECKPOINT_TAG),
+                       "--num_extract_workers", "1", "--num_merge_workers", "1"]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    error = (f"checkpoint: {directory} was saved by {saved_world_size} processes and this run has "
+                             f"{self.world_size}; converting its ZeRO shards to a universal checkpoint failed "
+                             f"({' '.join(cmd)}):\n{proc.stderr[-2000:]}\nResume with {saved_world_size} processes instead.")
+                    break
+            if not error:
+                (tmp / "DONE").write_text(f"converted from world size {saved_world_size}\n")
+                shutil.rmtree(out, ignore_errors=True)
+                os.replace(tmp, out)
+        if not self.all_agree(not error):
+            raise CheckpointError(error or f"checkpoint: converting {directory} to a universal checkpoint failed on rank 0")
+        return out
 
     # Teardown ---------------------------------------------------------------------------------
     def close(self) -> None:
