@@ -283,7 +283,12 @@ def restore_checkpoint(run: Run, path: Path) -> None:
     else:
         # Another world size: ranks read other slices of the data, so continue from rank 0's
         # position in the epoch (the global batch, hence steps per epoch, is unchanged).
-        run.stream.load_state_dict(trainer["data"])
+        run.stream.continue_from(trainer["data"])
+        run.logger.info(
+            f"resuming a checkpoint of {trainer['world_size']} process(es) on {engine.world_size}: global batch "
+            f"{run.cfg.train.batch_size} is kept ({run.cfg.train.batch_size_per_rank(engine.world_size)} per rank); the data "
+            f"stream continues at epoch {run.stream.epoch}, batch {run.stream.batches_in_epoch} (ranks now read other slices)"
+        )
 
 
 def rng_state() -> dict[str, Any]:

@@ -398,6 +398,26 @@ class ImageStream:
         self.num_skipped = int(d.get("num_skipped", 0))
         self.num_skipped_in_epoch = int(d.get("num_skipped_in_epoch", 0))
 
+    def continue_from(self, d: dict[str, Any]) -> None:
+        """Continue a position saved by a stream of another shape (world size, batch per rank,
+        workers): same seed and epoch, and as many samples of that epoch consumed as before.
+
+        Not exact (each rank now reads another slice of the epoch's order), but no sample of
+        the epoch is repeated or skipped beyond one global batch of rounding.
+        """
+        mine = self.state_dict()
+        for key in ("seed", "mode", "num_samples"):
+            if key in d and d[key] != mine[key]:
+                raise DataError(f"data stream state: saved {key}={d[key]!r} but this stream has {mine[key]!r}; cannot continue it")
+        consumed = int(d["batches_in_epoch"]) * int(d["batch_size_per_rank"]) * int(d["world_size"])
+        self.close()
+        self.epoch = int(d["epoch"])
+        self.batches_in_epoch = consumed // (self.plan.batch_size * self.plan.world_size)
+        if self.batches_per_epoch is not None:
+            self.batches_in_epoch = min(self.batches_in_epoch, self.batches_per_epoch)
+        self.num_skipped = int(d.get("num_skipped", 0))
+        self.num_skipped_in_epoch = int(d.get("num_skipped_in_epoch", 0))
+
     # Iteration ------------------------------------------------------------------------------
     def __iter__(self):
         self.close()
