@@ -120,7 +120,8 @@ def test_folder_slices_partition_a_full_make(tmp_path):
     for c in ("cat", "dog"):
         (tmp_path / "src" / c).mkdir(parents=True)
         for k in range(5):
-            Image.fromarray(rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)).save(tmp_path / "src" / c / f"{k}.png")
+            shape = (6, 7, 3) if c == "cat" else (5, 5, 3)  # mixed sizes: slices may each be uniform
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / "src" / c / f"{k}.png")
     opts = ["--from", tmp_path / "src", "--shard-size", "2"]
     make(*opts, "--out", tmp_path / "full")
     parts = make_slices(tmp_path, 3, *opts)
@@ -128,6 +129,8 @@ def test_folder_slices_partition_a_full_make(tmp_path):
     assert [json.loads((p / "manifest.json").read_text())["num_samples"] for p in parts] == [3, 3, 4]
     m = merge_parts(tmp_path / "merged", parts).manifest
     assert m["class_names"] == ["cat", "dog"] and m["class_counts"] == [5, 5] and m["source_kind"] == "imagefolder"
+    assert m["image"] == json.loads((tmp_path / "full" / "manifest.json").read_text())["image"]
+    assert m["image"]["uniform"] is False and (m["image"]["max_height"], m["image"]["max_width"]) == (6, 7)
     assert verify_dir(tmp_path / "merged")["problems"] == []
 
 
@@ -146,10 +149,11 @@ def test_merge_refuses_parts_that_disagree(arrays_npz, tmp_path):
     reseeded = _small_parts(tmp_path, arrays_npz, "reseeded", "--seed", "1")
     thirds = _small_parts(tmp_path, arrays_npz, "thirds", num_slices=3)
     make("--from", arrays_npz, "--out", tmp_path / "plain")
+    make("--from", arrays_npz, "--out", tmp_path / "plain4", "--resize", "4")
 
     cases = [
         ([good[0], renamed[1]], rf"part {re.escape(str(renamed[1]))}: field class_names is \[\"x\""),
-        ([good[0], resized[1]], r"field image is 4x4x1 \(HxWxC\) but part .* has 8x8x1"),
+        ([good[0], resized[1]], r"made with options\.resize=4 but part .* with 0"),
         ([good[0], npy[1]], r"field sample_format is \"npy\" but .* has \"png\""),
         ([good[0], reseeded[1]], r"made with extra\.seed=1 but part .* with 0"),
         ([good[0], thirds[1]], r"field slice: 1/3, but part .* is 0/2"),
@@ -157,6 +161,7 @@ def test_merge_refuses_parts_that_disagree(arrays_npz, tmp_path):
         ([good[0]], r"slice\(s\) 1/2 missing: give all 2 parts"),
         ([good[0], tmp_path / "plain"], r"was not made with --slice"),
         ([good[0], tmp_path / "nothing"], r"not a directory"),
+        ([tmp_path / "plain", tmp_path / "plain4"], r"field image is 4x4x1 \(HxWxC\) but part .*plain has 8x8x1"),
     ]
     for parts, pattern in cases:
         with pytest.raises(DataError, match=pattern):

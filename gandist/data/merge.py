@@ -63,8 +63,9 @@ class MergeResult:
 def merge_parts(out_dir: str | os.PathLike, part_dirs: list[str | os.PathLike], *, command: str = "") -> MergeResult:
     """Merge ``part_dirs`` into ``out_dir`` (see the module docstring) and return the manifest
     with what was linked, copied or already there. Raises DataError naming the part and field
-    when parts disagree (classes, image shape, format, block size, or, for slices, the options
-    they were made with), when a part is incomplete, and when slices are missing or repeated."""
+    when parts disagree (classes, format, block size; for slices, the options they were made
+    with; for other parts, a uniform image shape), when a part is incomplete, and when slices
+    are missing or repeated."""
     out = Path(out_dir)
     if not part_dirs:
         raise DataError("shards merge: give at least one PART_DIR")
@@ -160,18 +161,20 @@ def _check_compatible(parts: list[_Part]) -> None:
             if a != b:
                 raise DataError(f"part {p.path}: field {field} is {_short(b)} but part {first.path} has {_short(a)}; "
                                 "parts must agree to be merged")
-        ia, ib = first.manifest.get("image", {}), p.manifest.get("image", {})
-        if ia.get("uniform") and ib.get("uniform") and _shape(ia) != _shape(ib):
-            raise DataError(f"part {p.path}: field image is {_shape(ib)} (HxWxC) but part {first.path} has {_shape(ia)}; "
-                            "parts must hold images of one shape and channel count (remake one with --resize/--channels)")
         if first.slice is not None:
             # Slices of one command differ only in which slice they are: anything else (seed,
-            # source, resize, ...) would make the union something no single make writes.
+            # source, resize, ...) would make the union something no single make writes. Their
+            # image shapes may differ (an unresized folder of mixed sizes), as one make's would.
             fa, fb = _flat(_without_slice(first.manifest.get("writer", {}))), _flat(_without_slice(p.manifest.get("writer", {})))
             for key in sorted(set(fa) | set(fb)):
                 if fa.get(key) != fb.get(key):
                     raise DataError(f"part {p.path}: made with {key}={_short(fb.get(key))} but part {first.path} with "
                                     f"{_short(fa.get(key))}; the slices must come from one `shards make` command")
+            continue
+        ia, ib = first.manifest.get("image", {}), p.manifest.get("image", {})
+        if ia.get("uniform") and ib.get("uniform") and _shape(ia) != _shape(ib):
+            raise DataError(f"part {p.path}: field image is {_shape(ib)} (HxWxC) but part {first.path} has {_shape(ia)}; "
+                            "parts must hold images of one shape and channel count (remake one with --resize/--channels)")
 
 
 def _shape(image: dict[str, Any]) -> str:
