@@ -2,9 +2,9 @@
 # The checks run on a lent GPU machine (NVIDIA H100), through the device tool, from the
 # repository root, with deepspeed/webdataset and their missing dependencies carried as wheels
 # in .whl/ (see /work/.library/device/README.md). Usage: bash benchmarks/gpu_checks.sh OUTDIR PART
-#   PART a: training-step overhead on CUDA, mixed precision through the CLI (ddp/zero, bf16/fp16),
-#           the default digits run on 2 CPU cores (taskset) for the README's time budget
+#   PART a: training-step overhead on CUDA, mixed precision through the CLI (ddp/zero, bf16/fp16)
 #   PART b: engines benchmark (ddp vs zero1 vs zero2, bf16 and fp16), loader benchmark
+#   PART c: the default digits run and the step-overhead benchmark on 2 CPU cores (taskset)
 set -uo pipefail
 OUTDIR=$1
 PART=$2
@@ -37,6 +37,10 @@ if [ "$PART" = a ]; then
         cli_run zero1_fp16 engine.kind=zero engine.zero_stage=1 train.mixed_precision=fp16 train.steps=600
         cli_run zero2_fp16 engine.kind=zero train.mixed_precision=fp16 train.steps=600
     } 2>&1 | tee "$OUTDIR/mixed_precision_cli.txt"
+fi
+
+if [ "$PART" = c ]; then
+    mkdir -p /tmp/runs
     # The README's first command on 2 CPU cores of this machine: its wall time.
     start=$(date +%s)
     CUDA_VISIBLE_DEVICES= taskset -c 0,1 python3 -m gandist train --run-dir /tmp/runs/cpu2 log.progress=false > /tmp/runs/cpu2.log 2>&1
