@@ -157,7 +157,7 @@ class ZeroEngine(Engine):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.world_size = dist.get_world_size()
         self.rank = dist.get_rank()
-        if accelerator is not None:
+        if accelerator is not None and not (accelerator.device.type == "cuda" and accelerator.device.index is None):
             self.device = accelerator.device
         elif torch.cuda.is_available():
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
