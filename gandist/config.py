@@ -43,6 +43,10 @@ class DataConfig:
     """Random horizontal flip (off by default: digits and text are not mirror-symmetric)."""
     max_skipped_fraction: float = 0.01
     """Stop the run when more than this fraction of samples could not be decoded."""
+    manifest: str = ""
+    """Path of the shards' ``manifest.json`` when ``path`` is remote (``pipe:``) or the manifest lives elsewhere."""
+    random_crop_pad: int = 0
+    """Random-crop augmentation: reflect-pad by this many pixels, crop back to size; 0: off."""
 
     def validate(self) -> None:
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0", self.num_workers)
@@ -50,6 +54,7 @@ class DataConfig:
         _check(self.image_size == 0 or self.image_size >= 4, "data.image_size", "must be 0 (dataset size) or >= 4", self.image_size)
         _check(self.channels in (0, 1, 3), "data.channels", "must be one of 0 (dataset), 1, 3", self.channels)
         _check(0.0 <= self.max_skipped_fraction <= 1.0, "data.max_skipped_fraction", "must be in [0, 1]", self.max_skipped_fraction)
+        _check(self.random_crop_pad >= 0, "data.random_crop_pad", "must be >= 0", self.random_crop_pad)
 
 
 @dataclass
@@ -60,9 +65,9 @@ class ModelConfig:
     """Class-conditional G and D (needs labelled data); the default, since users make labelled synthetic data."""
     z_dim: int = 64
     """Length of the latent noise vector."""
-    g_width: int = 64
+    g_width: int = 32
     """Generator width: channels of its widest conv layer (dcgan) or hidden units / 8 (mlp)."""
-    d_width: int = 64
+    d_width: int = 32
     """Discriminator width: channels of its widest conv layer."""
 
     def validate(self) -> None:
@@ -291,6 +296,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequenc
         data = _read_yaml(Path(path))
     for item in overrides:
         key, value = parse_override(item)
+        _check_key_path(key)
         _set_dotted(data, key, value)
     return config_from_dict(data)
 
@@ -337,6 +343,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def _check_key_path(key: str) -> None:
+    """Fail on an override whose dotted key names no config field, naming the whole key."""
+    cls: Any = Config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+        if part not in names:
+            where = ".".join(parts[:i]) or "config"
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f"; did you mean {'.'.join(parts[:i] + [close[0]])}?" if close else ""
+            known = f" (known keys in {where}: {', '.join(names)})" if names else f" ({where} is a value, not a section)"
+            raise ConfigError(f"{key}: unknown config key{hint}{known}")
+        cls = typing.get_type_hints(cls)[part]
+    if dataclasses.is_dataclass(cls):
+        raise ConfigError(f"{key}: is a section; set one of its keys, e.g. {key}.{dataclasses.fields(cls)[0].name}=...")
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -1,0 +1,24 @@
+"""Data: shard writing and verification, the built-in dataset, and the streaming loader.
+
+Public API (stable; other modules and issues build on it):
+``resolve_dataset``, ``DatasetInfo``, ``build_stream``, ``ImageStream``, ``write_shards``,
+``read_all``, ``ensure_builtin``, ``digits_arrays``.
+"""
+
+from gandist.data.builtin import digits_arrays, ensure_builtin, write_builtin
+from gandist.data.dataset import DatasetInfo, read_all, resolve_dataset
+from gandist.data.stream import ImageStream, build_stream
+from gandist.data.writer import SourceItem, write_shards
+
+__all__ = [
+    "DatasetInfo",
+    "ImageStream",
+    "SourceItem",
+    "build_stream",
+    "digits_arrays",
+    "ensure_builtin",
+    "read_all",
+    "resolve_dataset",
+    "write_builtin",
+    "write_shards",
+]

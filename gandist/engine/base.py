@@ -57,6 +57,25 @@ class Engine(abc.ABC):
     def step(self, name: NetName) -> None:
         """Unscale, clip, apply the optimizer step and zero the gradients of ``name``."""
 
+    @contextlib.contextmanager
+    def frozen(self, name: NetName) -> Iterator[torch.nn.Module]:
+        """``name`` with ``requires_grad`` off for the duration, yielded as the module to call.
+
+        The G step runs through a frozen D: no wasted D gradients, and under ZeRO-2 a G loss
+        that reached D's parameters would fire D's gradient hooks and fail (DeepSpeed issue 4923).
+        """
+        params = [p for p in self.unwrap(name).parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            yield self._frozen_callable(name)
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+
+    def _frozen_callable(self, name: NetName) -> torch.nn.Module:
+        return self.net(name)
+
     def no_sync(self, name: NetName) -> contextlib.AbstractContextManager:
         """Context that skips gradient all-reduce (accumulation micro-steps before the last)."""
         return contextlib.nullcontext()

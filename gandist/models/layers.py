@@ -43,6 +43,10 @@ class ProjectionHead(nn.Module):
         super().__init__()
         self.linear = nn.Linear(num_features, 1)
         self.embed = nn.Embedding(num_classes, num_features) if num_classes else None
+        if self.embed is not None:
+            # N(0, 1) (the default) over thousands of features gives logits in the hundreds
+            # at init: start the class term as small as DCGAN's other weights.
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
     def forward(self, h_bf: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         logit_b = self.linear(h_bf).squeeze(1)

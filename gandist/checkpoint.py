@@ -1,0 +1,344 @@
+"""Atomic, verified checkpoints of the whole training state, and loading generators from them.
+
+Layout of one checkpoint (``DIR/ckpt/step_00000123/``)::
+
+    model.pt        G, D and EMA-G state_dicts (full, unsharded)          rank 0
+    optim.pt        both optimizers and the grad scaler (None under zero)  rank 0
+    trainer.pt      step counters, lr, data stream position of rank 0      rank 0
+    rank/00000.pt   RNG states and data stream position, one per rank      every rank
+    sharded/        backend state written by every rank (DeepSpeed ZeRO)   every rank
+    config.yaml     the resolved config
+    model.json      model name, ModelSpec and class names (to sample without the config)
+    MANIFEST.json   format version, sizes and sha256 of every file above; written last
+
+A save writes into ``step_X.tmp/``, fsyncs every file, writes MANIFEST.json, renames the
+folder into place and only then replaces ``ckpt/latest`` (tmp + fsync + rename). Old
+checkpoints are pruned after that commit, so a save killed at any point leaves the previous
+checkpoints and ``latest`` intact. Only tensors and plain data are stored: every file loads
+with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from gandist import __version__
+from gandist.errors import CheckpointError, GandistError
+
+FORMAT_VERSION = 1
+STEP_DIR = re.compile(r"^step_(\d{8})$")
+MANIFEST = "MANIFEST.json"
+
+
+class CheckpointSaveError(GandistError):
+    """A save failed (disk full, permissions); the previous checkpoint is untouched."""
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+# Writing ----------------------------------------------------------------------------------------
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file, fsync and rename: readers see old or new, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def save_tensor_file(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_tensor_file(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a damaged file
+        raise CheckpointError(f"cannot load checkpoint file {path}: {e}") from None
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _describe_os_error(e: OSError, path: Path) -> str:
+    if e.errno == errno.ENOSPC:
+        return f"disk full while writing checkpoint {path}: {e}"
+    if e.errno == errno.EDQUOT:
+        return f"disk quota exceeded while writing checkpoint {path}: {e}"
+    return f"could not write checkpoint {path}: {e}"
+
+
+class Checkpointer:
+    """Saves and finds checkpoints under ``run_dir/ckpt``; collective calls run on every rank."""
+
+    def __init__(self, run_dir: Path, engine, keep: int, keep_every_steps: int = 0):
+        self.root = Path(run_dir) / "ckpt"
+        self.engine = engine
+        self.keep = keep
+        self.keep_every_steps = keep_every_steps
+
+    # Save -------------------------------------------------------------------------------------
+    def save(self, step: int, write_main: Callable[[Path], None], write_rank: Callable[[Path], None]) -> Path:
+        """Write checkpoint ``step`` on every rank.
+
+        ``write_main(tmp_dir)`` runs on rank zero and writes the full state files;
+        ``write_rank(tmp_dir)`` runs on every rank (per-rank RNG, sharded engine state).
+        Raises CheckpointSaveError on every rank if any rank failed; nothing is committed then.
+        """
+        final = self.root / step_dir_name(step)
+        tmp = self.root / (step_dir_name(step) + ".tmp")
+        error: str | None = None
+        if self.engine.is_main:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                for stale in self.root.glob("step_*.tmp"):
+                    shutil.rmtree(stale, ignore_errors=True)
+                tmp.mkdir()
+            except OSError as e:
+                error = _describe_os_error(e, tmp)
+        self.engine.barrier()
+        if error is None:
+            try:
+                write_rank(tmp)
+                if self.engine.is_main:
+                    write_main(tmp)
+            except OSError as e:
+                error = _describe_os_error(e, tmp)
+        self._raise_if_any_failed(error, tmp)
+
+        if self.engine.is_main:
+            try:
+                self._commit(tmp, final, step)
+            except OSError as e:
+                error = _describe_os_error(e, tmp)
+        self._raise_if_any_failed(error, tmp)
+        if self.engine.is_main:
+            self.prune()
+        self.engine.barrier()
+        return final
+
+    def _raise_if_any_failed(self, error: str | None, tmp: Path) -> None:
+        if self.engine.all_agree(error is None):
+            return
+        if self.engine.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        previous = self.read_latest_name()
+        kept = f"; the previous checkpoint {previous} is intact" if previous else ""
+        raise CheckpointSaveError((error or f"another rank failed to write checkpoint {tmp}") + kept)
+
+    def _commit(self, tmp: Path, final: Path, step: int) -> None:
+        files = {}
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            rel = path.relative_to(tmp).as_posix()
+            files[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "step": step,
+            "world_size": self.engine.world_size,
+            "versions": _versions(),
+            "files": files,
+        }
+        atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+        for sub in {p.parent for p in tmp.rglob("*") if p.is_file()}:
+            fsync_dir(sub)
+        if final.exists():  # an earlier save of this step that was not the newest: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_dir(self.root)
+        atomic_write_bytes(self.root / "latest", (final.name + "\n").encode())
+
+    def prune(self) -> None:
+        """Delete committed checkpoints beyond the newest ``keep`` (and not kept permanently)."""
+        committed = self.committed()
+        for step, path in committed[: -self.keep]:
+            if self.keep_every_steps and step % self.keep_every_steps == 0:
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+
+    # Find and verify ----------------------------------------------------------------------------
+    def committed(self) -> list[tuple[int, Path]]:
+        """Committed checkpoints (a MANIFEST.json exists), oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for path in self.root.iterdir():
+            m = STEP_DIR.match(path.name)
+            if m and path.is_dir() and (path / MANIFEST).is_file():
+                found.append((int(m.group(1)), path))
+        return sorted(found)
+
+    def read_latest_name(self) -> str | None:
+        try:
+            name = (self.root / "latest").read_text().strip()
+        except OSError:
+            return None
+        return name if STEP_DIR.match(name) else None
+
+    def find_resumable(self, log: Callable[[str], None] = print) -> Path | None:
+        """The newest checkpoint that verifies, or None when there is none at all.
+
+        ``latest`` is tried first; a stale or garbage ``latest`` falls back to scanning. A
+        damaged checkpoint is skipped with a message naming it. Raises CheckpointError when
+        checkpoints exist but none verifies.
+        """
+        candidates = [path for _, path in reversed(self.committed())]
+        latest = self.read_latest_name()
+        if latest and (self.root / latest) in candidates:
+            candidates.remove(self.root / latest)
+            candidates.insert(0, self.root / latest)
+        elif (self.root / "latest").exists() and candidates:
+            log(f"warning: {self.root / 'latest'} does not name a committed checkpoint; scanning {self.root}")
+        problems = []
+        for path in candidates:
+            problem = verify_checkpoint(path)
+            if problem is None:
+                if problems:
+                    log(f"warning: using checkpoint {path} instead")
+                return path
+            problems.append(f"{path}: {problem}")
+            log(f"warning: skipping damaged checkpoint {path}: {problem}")
+        if problems:
+            raise CheckpointError("no usable checkpoint in " + str(self.root) + ":\n  " + "\n  ".join(problems))
+        return None
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when every file matches MANIFEST.json; otherwise what is wrong."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        return f"unreadable {MANIFEST} ({e})"
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        return f"format version {version!r} is newer than this gandist understands ({FORMAT_VERSION}); upgrade gandist"
+    for rel, meta in manifest.get("files", {}).items():
+        file = path / rel
+        if not file.is_file():
+            return f"missing file {rel}"
+        if file.stat().st_size != meta["bytes"]:
+            return f"{rel} has {file.stat().st_size} bytes, manifest says {meta['bytes']} (truncated?)"
+        if sha256_file(file) != meta["sha256"]:
+            return f"{rel} does not match its sha256 in {MANIFEST} (corrupted)"
+    return None
+
+
+def read_manifest(path: Path) -> dict:
+    return json.loads((Path(path) / MANIFEST).read_text())
+
+
+def _versions() -> dict[str, str]:
+    versions = {"gandist": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
+    deepspeed = sys.modules.get("deepspeed")  # recorded when the run used it; importing it costs seconds
+    if deepspeed is not None:
+        versions["deepspeed"] = deepspeed.__version__
+    return versions
+
+
+# Loading generators (sample, export, synth, eval) ----------------------------------------------
+
+
+def resolve_checkpoint(run_dir_or_ckpt: str | os.PathLike, log: Callable[[str], None] = print) -> Path:
+    """A run directory, its ``ckpt/`` folder or one ``step_*`` folder -> a verified checkpoint folder."""
+    path = Path(run_dir_or_ckpt)
+    if (path / MANIFEST).is_file():
+        problem = verify_checkpoint(path)
+        if problem:
+            raise CheckpointError(f"checkpoint {path} is damaged: {problem}")
+        return path
+    run_dir = path.parent if path.name == "ckpt" else path
+    if not run_dir.exists():
+        raise CheckpointError(f"run directory not found: {run_dir}")
+
+    class _Local:  # verification needs no engine: no collectives here
+        is_main, world_size, rank = True, 1, 0
+
+    found = Checkpointer(run_dir, _Local(), keep=2).find_resumable(log=log)
+    if found is None:
+        raise CheckpointError(f"no checkpoint in {run_dir / 'ckpt'} (has the run saved one yet?)")
+    return found
+
+
+def load_generator(path: str | os.PathLike, ema: bool = True, log: Callable[[str], None] = print):
+    """(G in eval mode on CPU, info) from a run directory, a checkpoint folder or an exported
+    ``.safetensors`` file. ``info``: model_name, spec (ModelSpec), num_classes, class_names, step."""
+    from gandist.models import ModelSpec, build_generator
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise CheckpointError(f"generator file not found: {path}")
+        with safe_open(str(path), framework="pt") as f:
+            meta_json = (f.metadata() or {}).get("gandist")
+        if meta_json is None:
+            sidecar = path.with_suffix(".json")
+            if not sidecar.is_file():
+                raise CheckpointError(f"{path} has no gandist model config (metadata or {sidecar.name})")
+            meta_json = sidecar.read_text()
+        info = json.loads(meta_json)
+        state = load_file(str(path))
+    else:
+        ckpt = resolve_checkpoint(path, log=log)
+        info = json.loads((ckpt / "model.json").read_text())
+        weights = load_tensor_file(ckpt / "model.pt")
+        state = weights["G_ema" if ema else "G"]
+        info["step"] = read_manifest(ckpt)["step"]
+    spec = ModelSpec(**info["spec"])
+    g = build_generator(info["model_name"], spec)
+    g.load_state_dict(state)
+    g.eval()
+    info = dict(info, spec=spec)
+    return g, info
+
+
+def export_generator(run_dir: str | os.PathLike, out: str | os.PathLike, log: Callable[[str], None] = print) -> Path:
+    """Write the EMA generator of a run as safetensors, its model config in the file's metadata
+    and beside it as ``<out>.json``."""
+    from safetensors.torch import save_file
+
+    g, info = load_generator(run_dir, ema=True, log=log)
+    meta = dict(info, spec=info["spec"].to_dict())
+    meta_json = json.dumps(meta, indent=1)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    state = {k: v.contiguous() for k, v in g.state_dict().items()}
+    save_file(state, str(tmp), metadata={"gandist": meta_json})
+    os.replace(tmp, out)
+    out.with_suffix(".json").write_text(meta_json + "\n")
+    return out

@@ -1,0 +1,148 @@
+"""``gandist shards make|verify|inspect``: write, check and look at WebDataset shard directories."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from gandist.errors import DataError
+
+
+def parse_bytes(text: str) -> int:
+    """``1GB`` -> 10**9, ``512MiB`` -> 512 * 2**20, ``1000`` -> 1000."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1GB, 500MB, 64MiB)")
+    num, unit, binary = float(m.group(1)), m.group(2).upper(), m.group(3)
+    base = 1024 if binary else 1000
+    return int(num * base ** " KMGT".index(unit or " "))
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("shards", help="make, verify or inspect WebDataset shards",
+                              description="Write image data as WebDataset tar shards + manifest.json, check them, look at them.")
+    sub = p.add_subparsers(dest="shards_cmd", metavar="make|verify|inspect")
+    sub.required = True
+
+    mk = sub.add_parser("make", help="write shards from a folder, arrays, CIFAR batches or the built-in digits")
+    src = mk.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from", dest="source", help="ImageFolder tree (root/class/*.png), flat image folder, .npz/.npy, or CIFAR-10/100 python batches folder")
+    src.add_argument("--builtin", choices=["digits"], help="built-in dataset (scikit-learn's 8x8 digits upscaled to 32x32)")
+    mk.add_argument("--out", required=True, type=Path, help="output directory (created; re-running resumes)")
+    mk.add_argument("--split", default="all", choices=["all", "train", "test"], help="built-in/CIFAR split; digits: fixed seeded 80/20 per class (default all)")
+    mk.add_argument("--labels", default="", help="labels .npy for --from images.npy")
+    mk.add_argument("--format", dest="fmt", default="png", choices=["png", "jpg", "npy", "blocks"],
+                    help="png/jpg: one image per sample; npy: raw arrays; blocks: --block-size images per tar member (fast for small images)")
+    mk.add_argument("--shard-size", type=int, default=0, help="samples per shard (default 1000; built-in: 8 shards)")
+    mk.add_argument("--maxsize", type=parse_bytes, default=0, help="also cap shard size in bytes, e.g. 1GB (default: no cap)")
+    mk.add_argument("--block-size", type=int, default=256, help="images per block for --format blocks (default 256)")
+    mk.add_argument("--jpg-quality", type=int, default=95)
+    mk.add_argument("--resize", type=int, default=0, help="resize to N x N at write time (default: keep)")
+    mk.add_argument("--center-crop", action="store_true", help="with --resize: centre-crop to a square first (else stretch)")
+    mk.add_argument("--channels", type=int, default=0, choices=[0, 1, 3], help="convert to 1 or 3 channels (default: keep; RGBA/CMYK become RGB)")
+    mk.add_argument("--keep-original-format", action="store_true", help="store source image files byte for byte (no re-encode)")
+    mk.add_argument("--workers", type=int, default=0, help="processes that load and encode (default 0: this process)")
+    mk.add_argument("--seed", type=int, default=0, help="seed of the shuffle before writing (default 0)")
+    mk.add_argument("--no-shuffle", action="store_true", help="keep the sorted source order")
+    mk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mk.set_defaults(func=run_make)
+
+    vf = sub.add_parser("verify", help="check every shard against manifest.json (sha256, counts, decoding, labels)")
+    vf.add_argument("dir", type=Path)
+    vf.add_argument("--workers", type=int, default=0, help="parallel processes (default: one per CPU)")
+    vf.add_argument("--json", action="store_true", help="print the summary as JSON")
+    vf.set_defaults(func=run_verify)
+
+    ins = sub.add_parser("inspect", help="counts, class histogram, image sizes, preview grid PNG")
+    ins.add_argument("dir", type=Path)
+    ins.add_argument("--grid", type=Path, default=None, help="preview grid PNG (default DIR/preview.png)")
+    ins.add_argument("--n", type=int, default=64, help="images in the grid")
+    ins.add_argument("--json", action="store_true")
+    ins.set_defaults(func=run_inspect)
+
+
+def run_make(args: argparse.Namespace) -> int:
+    from gandist.data.builtin import write_builtin
+    from gandist.data.sources import open_source
+    from gandist.data.writer import write_shards
+
+    command = "gandist " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["shards"] else "gandist shards make"
+    if args.shard_size < 0:
+        raise DataError(f"--shard-size: must be >= 1 (got {args.shard_size})")
+    if args.builtin:
+        if args.shard_size or args.maxsize or args.resize or args.keep_original_format:
+            raise DataError("--builtin takes only --out, --split, --format, --seed (the built-in layout is fixed)")
+        m = write_builtin(args.builtin, args.out, split=args.split, fmt=args.fmt, seed=args.seed,
+                          progress=not args.no_progress, command=command)
+    else:
+        src = open_source(args.source, labels_path=args.labels, split=args.split)
+        for note in src.notes:
+            print(f"shards make: note: {note}", file=sys.stderr)
+        if src.num_non_image:
+            print(f"shards make: skipped {src.num_non_image} non-image file(s) in {args.source}", file=sys.stderr)
+        items = src.keyed(None if args.no_shuffle else args.seed)
+        m = write_shards(
+            items, args.out, class_names=src.class_names, shard_size=args.shard_size or 1000, max_bytes=args.maxsize,
+            fmt=args.fmt, jpg_quality=args.jpg_quality, block_size=args.block_size, resize=args.resize,
+            center_crop=args.center_crop, keep_original_format=args.keep_original_format, channels=args.channels,
+            workers=args.workers, progress=not args.no_progress, num_samples_hint=len(items), command=command,
+            extra={"source": str(args.source), "source_kind": src.kind, "seed": None if args.no_shuffle else args.seed,
+                   "split": args.split, "num_non_image_skipped": src.num_non_image},
+        )
+    img = m["image"]
+    size = f"{img['height']}x{img['width']}x{img['channels']}" if img.get("uniform") else (
+        f"{img['min_height']}..{img['max_height']} x {img['min_width']}..{img['max_width']}")
+    print(f"wrote {m['num_samples']} samples in {len(m['shards'])} shard(s) ({m['sample_format']}, {size}, "
+          f"{m['num_classes']} classes) to {args.out}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from gandist.data.verify import verify_dir
+
+    r = verify_dir(args.dir, workers=args.workers)
+    if args.json:
+        print(json.dumps(r, indent=1))
+    else:
+        for p in r["problems"]:
+            print(p)
+        for name in r["unlisted_shards"]:
+            print(f"note: {name} is in {args.dir} but not in the manifest (not verified, not loaded)")
+        state = "OK" if not r["problems"] else f"{len(r['problems'])} problem(s)"
+        print(f"verified {r['num_shards']} shard(s), {r['num_samples']} samples in {r['seconds']:.1f}s: {state}")
+    if r["problems"]:
+        raise DataError(f"{args.dir}: {len(r['problems'])} problem(s), first: {r['problems'][0]}")
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from gandist.data.verify import inspect_dir
+
+    grid = args.grid or (args.dir / "preview.png")
+    r = inspect_dir(args.dir, grid, args.n)
+    if args.json:
+        print(json.dumps(r, indent=1))
+        return 0
+    print(f"{r['root']}: {r['num_samples']} samples in {r['num_shards']} shard(s), {r['sample_format']}, "
+          f"{r['num_bytes'] / 1e6:.1f} MB")
+    sizes = r["shard_sizes"]
+    print(f"samples per shard: min {min(sizes)}, max {max(sizes)}")
+    img = r["image"]
+    print("images: " + (f"{img['height']}x{img['width']}, {img['channels']} channel(s)" if img.get("uniform") else
+                        f"{img['min_height']}..{img['max_height']} x {img['min_width']}..{img['max_width']}, channels {img.get('channel_counts')}"))
+    if r["class_names"]:
+        total = max(1, sum(r["class_counts"]))
+        width = max(len(n) for n in r["class_names"])
+        print(f"{len(r['class_names'])} classes:")
+        for name, n in zip(r["class_names"], r["class_counts"]):
+            print(f"  {name:>{width}} {n:8d} {'#' * int(round(40 * n / total))}")
+    else:
+        print("unlabelled")
+    if r.get("command"):
+        print(f"made by: {r['command']}")
+    print(f"preview grid: {r['grid']}")
+    return 0

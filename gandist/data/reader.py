@@ -1,0 +1,190 @@
+"""Read samples from one shard: a range of sample positions, undecoded, with placeholders for
+samples the shard should hold (per the manifest) but does not deliver (truncated or missing file),
+so that a reader's position in the stream never depends on damage it meets.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import webdataset as wds
+from webdataset.tariterators import base_plus_ext, tar_file_iterator
+
+from gandist.data import images as im
+from gandist.errors import DataError
+
+
+@dataclass
+class RawSample:
+    """One per-image sample as stored: its members' bytes, or ``error`` when it cannot be read."""
+
+    url: str
+    key: str
+    members: dict[str, bytes] | None
+    error: str = ""
+
+
+@dataclass
+class RawBlock:
+    """Images [lo, hi) of one block of a block shard (decoded: npy is cheap), or ``error``."""
+
+    url: str
+    key: str
+    imgs: np.ndarray | None  # n x H x W x C uint8
+    labels: np.ndarray | None  # n int64, None when unlabelled
+    n: int
+    error: str = ""
+
+
+def _members(url: str, select) -> Iterator[tuple[str, str, bytes]]:
+    """(key, ext, bytes) of the selected members of a tar at ``url`` (local path or ``pipe:``),
+    through webdataset's opener and tar iterator. Errors propagate to the caller."""
+    stream = wds.gopen(url, "rb")
+    try:
+        for m in tar_file_iterator(stream, select_files=select):
+            key, ext = base_plus_ext(m["fname"])
+            if key is None:
+                continue
+            yield key, ext.lower(), m["data"]
+    except _StopShard:
+        pass
+    finally:
+        try:
+            stream.close()
+        except Exception:  # noqa: BLE001 - a pipe closed early exits with SIGPIPE status; data already read is fine
+            pass
+
+
+class _StopShard(Exception):
+    """Raised by the member selector past the last wanted sample: stops reading the tar early."""
+
+
+class _GroupCounter:
+    """``select_files`` predicate: numbers member groups (samples) by key as the tar streams by,
+    and selects only those in [start, stop), so skipped samples are never copied out of the tar."""
+
+    def __init__(self, start: int, stop: int):
+        self.start, self.stop = start, stop
+        self.index = -1
+        self.last_key: str | None = None
+
+    def __call__(self, fname: str) -> bool:
+        key, _ = base_plus_ext(fname)
+        if key != self.last_key:
+            self.index += 1
+            self.last_key = key
+            if self.index >= self.stop:
+                raise _StopShard
+        return self.start <= self.index < self.stop
+
+
+def iter_samples(url: str, start: int, stop: int) -> Iterator[RawSample]:
+    """Samples [start, stop) of a per-image shard; always exactly ``stop - start`` items."""
+    sel = _GroupCounter(start, stop)
+    made = 0
+    cur_key, cur = None, {}
+    error = ""
+    try:
+        for key, ext, data in _members(url, sel):
+            if key != cur_key:
+                if cur_key is not None:
+                    yield RawSample(url, cur_key, cur)
+                    made += 1
+                cur_key, cur = key, {}
+            cur[ext] = data
+        if cur_key is not None:
+            yield RawSample(url, cur_key, cur)
+            made += 1
+    except Exception as e:  # noqa: BLE001 - truncated/unreadable tar: the rest become placeholders
+        error = f"{type(e).__name__}: {e}"
+    for i in range(start + made, stop):
+        why = error or "shard holds fewer samples than its manifest says (truncated?)"
+        yield RawSample(url, f"#{i}", None, error=f"sample #{i} missing: {why}")
+
+
+def iter_blocks(url: str, start: int, stop: int, block_size: int, count: int) -> Iterator[RawBlock]:
+    """Images [start, stop) of a block shard as block slices, covering exactly ``stop - start``."""
+    first, last = start // block_size, (stop - 1) // block_size
+    sel = _GroupCounter(first, last + 1)
+    pos = start
+    cur_key, cur = None, {}
+    error = ""
+
+    def emit(j: int, key: str, members: dict[str, bytes]) -> RawBlock:
+        lo_img, hi_img = j * block_size, min((j + 1) * block_size, count)
+        a, b = max(lo_img, start), min(hi_img, stop)
+        try:
+            imgs = np.load(io.BytesIO(members["imgs.npy"]), allow_pickle=False)
+            labels = np.load(io.BytesIO(members["labels.npy"]), allow_pickle=False) if "labels.npy" in members else None
+            if imgs.ndim != 4 or imgs.dtype != np.uint8 or len(imgs) != hi_img - lo_img:
+                raise ValueError(f"block has shape {imgs.shape} {imgs.dtype}, expected {hi_img - lo_img} uint8 NHWC images")
+            if labels is not None and len(labels) != len(imgs):
+                raise ValueError(f"block has {len(labels)} labels for {len(imgs)} images")
+            sl = slice(a - lo_img, b - lo_img)
+            return RawBlock(url, key, imgs[sl], None if labels is None else labels[sl].astype(np.int64), b - a)
+        except Exception as e:  # noqa: BLE001 - a damaged block: its images are skipped and counted
+            return RawBlock(url, key, None, None, b - a, error=f"block {key}: {type(e).__name__}: {e}")
+
+    try:
+        for key, ext, data in _members(url, sel):
+            if key != cur_key:
+                if cur_key is not None:
+                    blk = emit(pos // block_size, cur_key, cur)
+                    pos += blk.n
+                    yield blk
+                cur_key, cur = key, {}
+            cur[ext] = data
+        if cur_key is not None and pos < stop:
+            blk = emit(pos // block_size, cur_key, cur)
+            pos += blk.n
+            yield blk
+    except Exception as e:  # noqa: BLE001
+        error = f"{type(e).__name__}: {e}"
+    if pos < stop:
+        why = error or "shard holds fewer blocks than its manifest says (truncated?)"
+        yield RawBlock(url, f"#{pos}", None, None, stop - pos, error=f"images #{pos}..#{stop - 1} missing: {why}")
+
+
+def decode_sample(s: RawSample, num_classes: int) -> tuple[np.ndarray, int]:
+    """RawSample -> (HWC uint8 image, label or -1). Raises ValueError naming what is wrong."""
+    if s.members is None:
+        raise ValueError(s.error)
+    exts = [e for e in im.IMAGE_EXTS if e in s.members]
+    if not exts:
+        raise ValueError(f"no image member (has {', '.join(sorted(s.members)) or 'nothing'})")
+    try:
+        a = im.decode(s.members[exts[0]], exts[0])
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{exts[0]} does not decode: {type(e).__name__}: {e}") from None
+    label = -1
+    if num_classes:
+        if "cls" not in s.members:
+            raise ValueError("missing label (.cls)")
+        try:
+            label = int(s.members["cls"].decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            raise ValueError(f"label {s.members['cls'][:20]!r} is not an integer") from None
+        if not 0 <= label < num_classes:
+            raise ValueError(f"label {label} out of range 0..{num_classes - 1}")
+    return a, label
+
+
+def check_block_labels(b: RawBlock, num_classes: int) -> str:
+    if num_classes:
+        if b.labels is None:
+            return f"block {b.key}: missing labels.npy"
+        if b.labels.size and (b.labels.min() < 0 or b.labels.max() >= num_classes):
+            return f"block {b.key}: labels out of range 0..{num_classes - 1}"
+    return ""
+
+
+def missing_shards(urls: list[str]) -> list[str]:
+    import os
+
+    return [u for u in urls if not u.startswith("pipe:") and "://" not in u and not os.path.exists(u)]
+
+
+__all__ = ["RawSample", "RawBlock", "iter_samples", "iter_blocks", "decode_sample", "missing_shards", "DataError"]

@@ -1,0 +1,510 @@
+"""The streaming loader: shards -> (rank, worker) -> shuffled, decoded, augmented uint8 batches.
+
+Order is a pure function of (seed, epoch, rank, worker, position), never of timing or of the
+global RNG, so a run is reproducible and a restored stream continues exactly where it stopped:
+
+* ``epoch`` mode: the shard list is permuted by (seed, epoch) and read as one sequence of N
+  samples. Rank r owns the contiguous range [r*S, (r+1)*S) with S = floor(N / (world*B)) * B, so
+  every rank runs exactly S/B steps (no DDP hang on uneven shards); the N - world*S samples at
+  the end of the permuted order are dropped this epoch (a different tail each epoch) and the
+  count is reported. Within a rank, worker w owns a contiguous run of whole batches. Ranges cut
+  through shards at sample granularity (the manifest gives counts), so any number of shards works,
+  even fewer than ranks x workers: workers then read different parts of one shard.
+* ``resampled`` mode: each (rank, worker) draws shards with replacement (weighted by sample count)
+  from its own seeded generator: an infinite stream, different on every rank and worker.
+
+Shuffling is a permutation of consecutive chunks of ``data.shuffle_buffer`` samples of a worker's
+stream, seeded by the chunk's index. Unlike webdataset's reservoir ``shuffle`` (whose state is
+the history of the stream), this makes the stream position-addressable: resuming at batch k skips
+whole shards by their manifest counts without reading them and re-reads at most one chunk, so a
+resume costs the same for 2,000 samples or 2 billion (block shards make that chunk cheap too).
+
+Corrupt samples (undecodable image, missing/out-of-range label, truncated or missing shard) are
+replaced by a good sample of the same batch — batches stay full and positions stay fixed — and
+counted; more than ``data.max_skipped_fraction`` of a rank's epoch stops the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from gandist.config import DataConfig
+from gandist.data import images as im
+from gandist.data.dataset import DatasetInfo
+from gandist.data.reader import RawBlock, RawSample, check_block_labels, decode_sample, iter_blocks, iter_samples
+from gandist.errors import DataError
+
+log = logging.getLogger("gandist.data")
+
+# Stream ids mixed into seeds so the generators for different purposes never coincide.
+_SHARD_ORDER, _RESAMPLE, _CHUNK, _AUGMENT = 1, 2, 3, 4
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in key]))
+
+
+@dataclass
+class StreamPlan:
+    """Everything a (rank, worker) needs to produce its batches; plain data, pickled to workers."""
+
+    urls: list[str]
+    counts: list[int]
+    sample_format: str
+    block_size: int
+    num_classes: int
+    mode: str
+    seed: int
+    rank: int
+    world_size: int
+    num_workers: int  # >= 1 (0 DataLoader workers = 1 in-process worker)
+    batch_size: int
+    chunk_size: int  # shuffle window; 0: no shuffling
+    image_size: int
+    channels: int
+    random_flip: bool
+    random_crop_pad: int = 0
+
+    @property
+    def num_samples(self) -> int:
+        return sum(self.counts)
+
+    def batches_per_rank(self) -> int:
+        return self.num_samples // (self.world_size * self.batch_size)
+
+    def worker_batches(self) -> list[int]:
+        """Batches per worker in one epoch of this rank (the first ones get the remainder)."""
+        n, w = self.batches_per_rank(), self.num_workers
+        return [n // w + (i < n % w) for i in range(w)]
+
+    # Segments: (shard index, first sample, stop sample) read in order by one worker.
+    def epoch_segments(self, epoch: int, worker: int) -> Iterator[tuple[int, int, int]]:
+        order = _rng(self.seed, _SHARD_ORDER, epoch).permutation(len(self.urls))
+        per_rank = self.batches_per_rank() * self.batch_size
+        wb = self.worker_batches()
+        lo = self.rank * per_rank + sum(wb[:worker]) * self.batch_size
+        hi = lo + wb[worker] * self.batch_size
+        pos = 0
+        for s in order:
+            c = self.counts[s]
+            a, b = max(lo, pos), min(hi, pos + c)
+            if a < b:
+                yield int(s), a - pos, b - pos
+            pos += c
+            if pos >= hi:
+                return
+
+    def resampled_segments(self, worker: int) -> Iterator[tuple[int, int, int]]:
+        rng = _rng(self.seed, _RESAMPLE, self.rank, worker)
+        p = np.asarray(self.counts, dtype=np.float64)
+        p /= p.sum()
+        while True:
+            for s in rng.choice(len(self.urls), size=256, p=p):
+                yield int(s), 0, self.counts[s]
+
+
+def consumed_per_worker(worker_batches: list[int], k: int) -> list[int]:
+    """Batches each worker has delivered after the rank consumed ``k``: torch's DataLoader takes
+    batches from its workers round-robin, skipping workers that are exhausted."""
+    done = [0] * len(worker_batches)
+    while k > 0:
+        progressed = False
+        for w, n in enumerate(worker_batches):
+            if k and done[w] < n:
+                done[w] += 1
+                k -= 1
+                progressed = True
+        if not progressed:
+            break
+    return done
+
+
+def _skip(segments: Iterator[tuple[int, int, int]], num: int) -> Iterator[tuple[int, int, int]]:
+    """Drop the first ``num`` samples of a segment stream without reading any shard."""
+    for s, a, b in segments:
+        if num >= b - a:
+            num -= b - a
+            continue
+        yield s, a + num, b
+        num = 0
+        yield from segments
+        return
+
+
+class _Chunk:
+    """Up to ``chunk_size`` consecutive samples of a worker's stream, either raw per-image samples
+    or (block shards) one array for all of them; ``bad`` marks samples known to be unreadable."""
+
+    def __init__(self, samples: list[RawSample] | None = None, imgs: np.ndarray | None = None,
+                 labels: np.ndarray | None = None, bad: dict[int, str] | None = None, n: int = 0):
+        self.samples, self.imgs, self.labels, self.bad, self.n = samples, imgs, labels, bad or {}, n
+
+
+def _read_chunks(plan: StreamPlan, segments: Iterator[tuple[int, int, int]], size: int) -> Iterator[_Chunk]:
+    if plan.sample_format != "blocks":
+        buf: list[RawSample] = []
+        for s, a, b in segments:
+            for smp in iter_samples(plan.urls[s], a, b):
+                buf.append(smp)
+                if len(buf) == size:
+                    yield _Chunk(samples=buf, n=len(buf))
+                    buf = []
+        if buf:
+            yield _Chunk(samples=buf, n=len(buf))
+        return
+    parts: list[RawBlock] = []
+    have = 0
+    for s, a, b in segments:
+        for blk in iter_blocks(plan.urls[s], a, b, plan.block_size, plan.counts[s]):
+            while blk.n:
+                take = min(blk.n, size - have)
+                if take == blk.n:
+                    head, blk = blk, RawBlock(blk.url, blk.key, None, None, 0)
+                else:
+                    head = RawBlock(blk.url, blk.key, None if blk.imgs is None else blk.imgs[:take],
+                                    None if blk.labels is None else blk.labels[:take], take, blk.error)
+                    blk = RawBlock(blk.url, blk.key, None if blk.imgs is None else blk.imgs[take:],
+                                   None if blk.labels is None else blk.labels[take:], blk.n - take, blk.error)
+                parts.append(head)
+                have += head.n
+                if have == size:
+                    yield _blocks_chunk(parts, plan)
+                    parts, have = [], 0
+    if parts:
+        yield _blocks_chunk(parts, plan)
+
+
+def _blocks_chunk(parts: list[RawBlock], plan: StreamPlan) -> _Chunk:
+    shape = None
+    for p in parts:
+        if p.imgs is not None:
+            shape = p.imgs.shape[1:]
+            break
+    if shape is None:
+        shape = (plan.image_size, plan.image_size, plan.channels)
+    imgs, labels, bad, pos = [], [], {}, 0
+    for p in parts:
+        err = p.error or check_block_labels(p, plan.num_classes)
+        if not err and p.imgs.shape[1:] != shape:
+            err = f"block {p.key}: image shape {p.imgs.shape[1:]} differs from {shape} in one chunk"
+        if err:
+            for i in range(p.n):
+                bad[pos + i] = f"shard {p.url}: {err}"
+            imgs.append(np.zeros((p.n, *shape), np.uint8))
+            labels.append(np.full(p.n, -1, np.int64))
+        else:
+            imgs.append(p.imgs)
+            labels.append(p.labels if p.labels is not None else np.full(p.n, -1, np.int64))
+        pos += p.n
+    return _Chunk(imgs=np.concatenate(imgs), labels=np.concatenate(labels), bad=bad, n=pos)
+
+
+def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int, num_batches: int | None) -> Iterator[tuple]:
+    """Batches ``skip_batches``.. of one (rank, worker) stream: ``(img_bchw uint8, labels int64,
+    num_skipped, messages)``; ``num_batches`` None: infinite (resampled mode)."""
+    B = plan.batch_size
+    C = plan.chunk_size or B
+    start = skip_batches * B
+    first_chunk = start // C
+    if plan.mode == "epoch":
+        segments = plan.epoch_segments(epoch, worker)
+    else:
+        segments = plan.resampled_segments(worker)
+    segments = _skip(iter(segments), first_chunk * C)
+    k = skip_batches
+    if num_batches is not None and k >= num_batches:
+        return
+    pending: list[tuple[_Chunk, np.ndarray]] = []
+    num_pending = 0
+    last_good: tuple[np.ndarray, np.ndarray] | None = None
+    for ci, chunk in enumerate(_read_chunks(plan, segments, C), start=first_chunk):
+        if plan.chunk_size:
+            perm = _rng(plan.seed, _CHUNK, epoch, plan.rank, worker, ci).permutation(chunk.n)
+        else:
+            perm = np.arange(chunk.n)
+        if ci == first_chunk:
+            perm = perm[start - first_chunk * C :]
+        pending.append((chunk, perm))
+        num_pending += len(perm)
+        while num_pending >= B:
+            parts, need = [], B
+            while need:
+                ch, idx = pending[0]
+                parts.append((ch, idx[:need]))
+                if len(idx) <= need:
+                    pending.pop(0)
+                    need -= len(idx)
+                else:
+                    pending[0] = (ch, idx[need:])
+                    need = 0
+            num_pending -= B
+            x, y, n_bad, msgs = _assemble(plan, parts, last_good)
+            last_good = (x, y)
+            yield _finish(plan, x, y, epoch, worker, k), torch.from_numpy(y), n_bad, msgs
+            k += 1
+            if num_batches is not None and k >= num_batches:
+                return
+    if num_batches is not None and k < num_batches:
+        raise AssertionError(f"worker {worker} of rank {plan.rank} ran out of samples at batch {k} of {num_batches}")
+
+
+def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_good) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """Decode one batch: (x_bhwc uint8 at the target size/channels, labels, num bad, messages)."""
+    size, ch = plan.image_size, plan.channels
+    bad: list[int] = []
+    msgs: list[str] = []
+    if parts[0][0].imgs is not None:  # block shards: gather rows, convert the whole batch at once
+        xs, ys, pos = [], [], 0
+        for c, idx in parts:
+            xs.append(c.imgs[idx])
+            ys.append(c.labels[idx])
+            for j, i in enumerate(idx):
+                if int(i) in c.bad:
+                    bad.append(pos + j)
+                    msgs.append(c.bad[int(i)])
+            pos += len(idx)
+        x = im.convert_batch(np.concatenate(xs) if len(xs) > 1 else xs[0], size, ch)
+        y = np.concatenate(ys) if len(ys) > 1 else ys[0]
+        x = np.array(x, copy=True) if not x.flags.writeable or x.base is not None else x
+    else:
+        images, labels = [], []
+        for c, idx in parts:
+            for i in idx:
+                s = c.samples[int(i)]
+                try:
+                    a, label = decode_sample(s, plan.num_classes)
+                    a = im.convert(a, size, ch)
+                except Exception as e:  # noqa: BLE001 - counted and replaced below
+                    bad.append(len(images))
+                    msgs.append(f"shard {s.url}: sample {s.key}: {e}")
+                    a, label = None, -1
+                images.append(a)
+                labels.append(label)
+        good = [i for i, a in enumerate(images) if a is not None]
+        for i in bad:
+            images[i] = np.zeros((size, size, ch), np.uint8)
+        x = np.stack(images)
+        y = np.asarray(labels, dtype=np.int64)
+    if bad:
+        good = sorted(set(range(len(y))) - set(bad))
+        if good:
+            # Each bad slot takes the next good sample of the batch (cyclically): deterministic,
+            # and keeps the batch full so every rank still runs the same number of steps.
+            for i in bad:
+                j = next((g for g in good if g > i), good[0])
+                x[i], y[i] = x[j], y[j]
+        elif last_good is not None:
+            x[:], y[:] = last_good[0], last_good[1]
+        else:
+            raise DataError(f"every sample of a batch is unreadable, first: {msgs[0]}; run `gandist shards verify`")
+    return x, y, len(bad), msgs
+
+
+def _finish(plan: StreamPlan, x_bhwc: np.ndarray, y: np.ndarray, epoch: int, worker: int, k: int) -> torch.Tensor:
+    """uint8 HWC batch -> uint8 BCHW tensor with the seeded augmentation of batch ``k``."""
+    x = torch.from_numpy(np.ascontiguousarray(x_bhwc)).permute(0, 3, 1, 2)
+    if plan.random_flip or plan.random_crop_pad:
+        g = torch.Generator().manual_seed(int(_rng(plan.seed, _AUGMENT, epoch, plan.rank, worker, k).integers(2**62)))
+        x = augment_batch(x, g, plan.random_flip, plan.random_crop_pad)
+    return x.contiguous()
+
+
+def augment_batch(x: torch.Tensor, g: torch.Generator, flip: bool, crop_pad: int) -> torch.Tensor:
+    """Random horizontal flip and random crop after reflect padding by ``crop_pad`` pixels, for a
+    whole uint8 BCHW batch at once (also usable on the GPU with a CUDA generator)."""
+    b, c, h, w = x.shape
+    if flip:
+        mask = torch.rand(b, generator=g, device=g.device) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    if crop_pad:
+        p = crop_pad
+        xp = torch.nn.functional.pad(x.float(), (p, p, p, p), mode="reflect").to(torch.uint8)
+        dy = torch.randint(0, 2 * p + 1, (b,), generator=g, device=g.device)
+        dx = torch.randint(0, 2 * p + 1, (b,), generator=g, device=g.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device)[None])  # b x h
+        cols = (dx[:, None] + torch.arange(w, device=x.device)[None])  # b x w
+        x = xp[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
+               rows[:, None, :, None], cols[:, None, None, :]]
+    return x
+
+
+class _WorkerDataset(torch.utils.data.IterableDataset):
+    """What each DataLoader worker runs: its own slice of the plan, chosen by its worker id."""
+
+    def __init__(self, plan: StreamPlan, epoch: int, skips: list[int], num_batches: list[int] | None):
+        self.plan, self.epoch, self.skips, self.num_batches = plan, epoch, skips, num_batches
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w = info.id if info is not None else 0
+        n = None if self.num_batches is None else self.num_batches[w]
+        torch.set_num_threads(1)  # workers are processes; threads inside them only contend
+        yield from worker_batches(self.plan, self.epoch, w, self.skips[w], n)
+
+
+class ImageStream:
+    """Infinite iterator of ``(images uint8 [B, C, H, W], labels int64 [B])`` for one rank, over
+    epochs; ``state_dict``/``load_state_dict`` hold its position (see the module docstring)."""
+
+    def __init__(self, plan: StreamPlan, data_cfg: DataConfig, num_loader_workers: int):
+        self.plan = plan
+        self.num_loader_workers = num_loader_workers
+        self.max_skipped_fraction = data_cfg.max_skipped_fraction
+        self.pin_memory = torch.cuda.is_available()
+        self.batches_per_epoch: int | None = plan.batches_per_rank() if plan.mode == "epoch" else None
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.num_skipped = 0
+        self.num_skipped_in_epoch = 0
+        self._gen: Iterator | None = None
+
+    # Position -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        epoch, k = self.epoch, self.batches_in_epoch
+        if self.batches_per_epoch is not None and k >= self.batches_per_epoch:
+            epoch, k = epoch + 1, 0
+        return {
+            "epoch": epoch,
+            "batches_in_epoch": k,
+            "seed": self.plan.seed,
+            "num_skipped": self.num_skipped,
+            "num_skipped_in_epoch": self.num_skipped_in_epoch if k else 0,
+            "mode": self.plan.mode,
+            "rank": self.plan.rank,
+            "world_size": self.plan.world_size,
+            "batch_size_per_rank": self.plan.batch_size,
+            "num_workers": self.num_loader_workers,
+            "num_samples": self.plan.num_samples,
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        mine = self.state_dict()
+        for key in ("seed", "mode", "world_size", "batch_size_per_rank", "num_workers", "num_samples"):
+            if key in d and d[key] != mine[key]:
+                raise DataError(
+                    f"data stream state: saved {key}={d[key]!r} but this stream has {mine[key]!r}; the saved position "
+                    "cannot be continued exactly (change it back, or start a new run)"
+                )
+        self.close()
+        self.epoch = int(d["epoch"])
+        self.batches_in_epoch = int(d["batches_in_epoch"])
+        self.num_skipped = int(d.get("num_skipped", 0))
+        self.num_skipped_in_epoch = int(d.get("num_skipped_in_epoch", 0))
+
+    # Iteration ------------------------------------------------------------------------------
+    def __iter__(self):
+        self.close()
+        self._gen = self._run()
+        return self._gen
+
+    def _run(self):
+        while True:
+            if self.batches_per_epoch is not None and self.batches_in_epoch >= self.batches_per_epoch:
+                self.epoch += 1
+                self.batches_in_epoch = 0
+                self.num_skipped_in_epoch = 0
+            for x, y, n_bad, msgs in self._source():
+                if n_bad:
+                    self._count_skipped(n_bad, msgs)
+                self.batches_in_epoch += 1
+                yield x, y
+            if self.batches_per_epoch is None:  # resampled streams only end on error
+                raise AssertionError("resampled stream ended")
+            if self.batches_per_epoch == 0:
+                raise AssertionError("empty epoch")
+
+    def _source(self) -> Iterator[tuple]:
+        plan, W = self.plan, max(1, self.num_loader_workers)
+        if plan.mode == "epoch":
+            per_worker = plan.worker_batches()
+            skips = consumed_per_worker(per_worker, self.batches_in_epoch)
+            epoch = self.epoch
+        else:
+            per_worker = None
+            k = self.batches_in_epoch
+            skips = [k // W + (w < k % W) for w in range(W)]
+            epoch = 0
+        if self.num_loader_workers == 0:
+            return worker_batches(plan, epoch, 0, skips[0], None if per_worker is None else per_worker[0])
+        loader = torch.utils.data.DataLoader(
+            _WorkerDataset(plan, epoch, skips, per_worker),
+            batch_size=None,  # workers batch themselves: whole batches cross the process boundary
+            num_workers=self.num_loader_workers,
+            pin_memory=self.pin_memory,
+            # A new loader per epoch (its ranges differ), so persistent_workers would not carry over;
+            # its own generator: DataLoader otherwise draws its base seed from the global torch RNG,
+            # which would shift the training loop's random numbers.
+            generator=torch.Generator().manual_seed(plan.seed),
+            prefetch_factor=4,
+        )
+        return iter(loader)
+
+    def _count_skipped(self, n: int, msgs: list[str]) -> None:
+        self.num_skipped += n
+        self.num_skipped_in_epoch += n
+        for m in msgs[:5]:
+            log.warning("data: skipped unreadable sample (rank %d): %s", self.plan.rank, m)
+        if self.plan.mode == "epoch":
+            denom = self.plan.batches_per_rank() * self.plan.batch_size
+            skipped = self.num_skipped_in_epoch
+        else:
+            denom = max(self.plan.num_samples // self.plan.world_size, (self.batches_in_epoch + 1) * self.plan.batch_size)
+            skipped = self.num_skipped
+        if skipped > self.max_skipped_fraction * denom:
+            raise DataError(
+                f"data: {skipped} of {denom} samples on rank {self.plan.rank} could not be read, more than "
+                f"data.max_skipped_fraction={self.max_skipped_fraction}; last: {msgs[-1] if msgs else '?'}. "
+                "Check the shards with `gandist shards verify DIR`"
+            )
+
+    def close(self) -> None:
+        if self._gen is not None:
+            self._gen.close()
+            self._gen = None
+
+
+def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank: int, rank: int, world_size: int,
+                 seed: int, image_size: int, channels: int) -> ImageStream:
+    """The stream of one rank. ``rank``/``world_size`` come from the caller (the engine): the
+    split by node is explicit, never guessed from the environment (webdataset's default
+    single-node splitter raises under multi-node, and a guessed rank duplicates data)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} not in 0..{world_size - 1}")
+    if batch_size_per_rank < 1:
+        raise ValueError(f"batch_size_per_rank must be >= 1, got {batch_size_per_rank}")
+    if not info.shard_counts or len(info.shard_counts) != len(info.urls):
+        raise DataError("dataset info has no per-shard sample counts (resolve it with resolve_dataset)")
+    plan = StreamPlan(
+        urls=list(info.urls), counts=list(info.shard_counts), sample_format=info.sample_format,
+        block_size=info.block_size, num_classes=info.num_classes, mode=data_cfg.mode, seed=seed, rank=rank,
+        world_size=world_size, num_workers=max(1, data_cfg.num_workers), batch_size=batch_size_per_rank,
+        chunk_size=data_cfg.shuffle_buffer, image_size=image_size or info.image_size,
+        channels=channels or info.channels, random_flip=data_cfg.random_flip,
+        random_crop_pad=data_cfg.random_crop_pad,
+    )
+    if plan.mode == "epoch":
+        nb = plan.batches_per_rank()
+        if nb == 0:
+            raise DataError(
+                f"data: {plan.num_samples} samples are fewer than one batch on every rank "
+                f"({world_size} ranks x {batch_size_per_rank} per rank = {world_size * batch_size_per_rank}); "
+                "lower train.batch_size or use more data"
+            )
+        dropped = plan.num_samples - nb * world_size * batch_size_per_rank
+        if dropped and rank == 0:
+            print(
+                f"gandist data: epoch mode: {nb} batches per rank per epoch; {dropped} of {plan.num_samples} samples "
+                f"({100.0 * dropped / plan.num_samples:.2f}%) are left out of each epoch (a different tail of the "
+                f"shuffled order every epoch) so all {world_size} ranks run the same number of steps",
+                file=sys.stderr,
+            )
+    elif plan.sample_format != "blocks" and plan.num_samples < batch_size_per_rank:
+        pass
+    return ImageStream(plan, data_cfg, data_cfg.num_workers)

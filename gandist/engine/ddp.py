@@ -1,0 +1,131 @@
+"""The ``ddp`` engine: Accelerate prepares G, D and their optimizers (DDP across ranks,
+device placement, autocast and, for fp16, a gradient scaler).
+
+One Accelerate GradScaler serves both networks: each ``step`` unscales only its own
+optimizer and ``scaler.update()`` runs after every optimizer step, which is what
+``torch.amp`` documents for several optimizers sharing one scaler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+
+from gandist.config import Config
+from gandist.engine.base import Engine, NetName
+
+
+class DDPEngine(Engine):
+    def __init__(self, cfg: Config, accelerator: Accelerator):
+        self.cfg = cfg
+        self.accelerator = accelerator
+        self.world_size = accelerator.num_processes
+        self.rank = accelerator.process_index
+        self.device = accelerator.device
+        self._nets: dict[str, torch.nn.Module] = {}
+        self._optimizers: dict[str, Any] = {}
+        # Losses are divided here rather than by Accelerate's accumulation plugin so that
+        # the loop keeps control of when gradients sync (no_sync) and when steps happen.
+        self._loss_scale = 1.0 / cfg.train.grad_accum
+
+    def prepare(self, nets, optimizers) -> None:
+        g, d, opt_g, opt_d = self.accelerator.prepare(nets["G"], nets["D"], optimizers["G"], optimizers["D"])
+        self._nets = {"G": g, "D": d}
+        self._optimizers = {"G": opt_g, "D": opt_d}
+
+    def net(self, name: NetName) -> torch.nn.Module:
+        return self._nets[name]
+
+    def unwrap(self, name: NetName) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self._nets[name])
+
+    def _frozen_callable(self, name: NetName) -> torch.nn.Module:
+        # The plain module: a frozen network needs no DDP gradient sync, and a DDP forward
+        # would prepare a reducer for a backward that never reaches it.
+        return self.unwrap(name)
+
+    def autocast(self):
+        return self.accelerator.autocast()
+
+    def no_sync(self, name: NetName):
+        if self.world_size == 1:
+            return contextlib.nullcontext()
+        return self.accelerator.no_sync(self._nets[name])
+
+    def backward(self, loss: torch.Tensor, name: NetName) -> None:
+        self.accelerator.backward(loss * self._loss_scale)
+
+    def step(self, name: NetName) -> None:
+        optimizer = self._optimizers[name]
+        if self.cfg.optim.grad_clip > 0:
+            self.accelerator.unscale_gradients(optimizer=optimizer)
+            torch.nn.utils.clip_grad_norm_(self._nets[name].parameters(), self.cfg.optim.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def lr(self, name: NetName) -> float:
+        return self._optimizers[name].param_groups[0]["lr"]
+
+    def set_lr(self, name: NetName, lr: float) -> None:
+        for group in self._optimizers[name].param_groups:
+            group["lr"] = lr
+
+    # Cross-rank helpers -----------------------------------------------------------------------
+    def _distributed(self) -> bool:
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    def reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        values = values.detach().to(self.device, torch.float32).clone()
+        if self._distributed():
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values
+
+    def reduce_mean(self, values: torch.Tensor) -> torch.Tensor:
+        return self.reduce_sum(values) / self.world_size
+
+    def all_agree(self, flag: bool) -> bool:
+        # int32, not bool: gloo and NCCL both reduce it.
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
+        if self._distributed():
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
+    def barrier(self) -> None:
+        if self._distributed():
+            dist.barrier()
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        if not self._distributed():
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    # State ------------------------------------------------------------------------------------
+    def full_state(self) -> dict[str, Any]:
+        scaler = self.accelerator.scaler
+        return {
+            "G": self.unwrap("G").state_dict(),
+            "D": self.unwrap("D").state_dict(),
+            "opt_G": self._optimizers["G"].state_dict(),
+            "opt_D": self._optimizers["D"].state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+        }
+
+    def load_full_state(self, state: dict[str, Any]) -> None:
+        self.unwrap("G").load_state_dict(state["G"])
+        self.unwrap("D").load_state_dict(state["D"])
+        for name in ("G", "D"):
+            opt_state = state.get(f"opt_{name}")
+            if opt_state is not None:
+                self._optimizers[name].load_state_dict(opt_state)
+        if state.get("scaler") is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+
+    def close(self) -> None:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
