@@ -57,6 +57,10 @@ class LabelledImages:
             raise BadInputError(f"{self.source or 'images'}: expected uint8 N x C x H x W images, got {self.images.dtype} {self.images.shape}")
         if len(self.labels) != len(self.images):
             raise BadInputError(f"{self.source}: {len(self.images)} images but {len(self.labels)} labels")
+        # Canonical strides: a transposed NHWC array with C=1 counts as contiguous to numpy and
+        # torch but takes another conv kernel path, whose rounding changes the trained weights.
+        self.images = self.images.copy(order="C")
+        self.labels = np.asarray(self.labels, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -260,7 +264,7 @@ def run_protocols(
     check_compatible(train, test)
     if synthetic is not None:
         check_compatible(train, synthetic)
-        if synthetic.class_names == [] or len(np.unique(synthetic.labels)) < 2:
+        if len(np.unique(synthetic.labels)) < 2:
             raise BadInputError(f"{synthetic.source}: synthetic data must be labelled with several classes for cas/mix")
     report: dict[str, Any] = {}
     domain_model: ResNet | None = None

@@ -248,6 +248,7 @@ def real_features(
     from gandist.data import read_all
 
     images, labels = read_all(dataset_info, image_size=image_size, channels=channels)
+    images = images.copy(order="C")  # canonical strides (see LabelledImages)
     log(f"embedding {len(images)} real images with {extractor.name} (cached afterwards in {path})")
     feats, _ = embed_images(extractor, images, group, batch_size=batch_size, image_size=_extractor_size(extractor, image_size), progress=progress)
     if group.rank == 0:
