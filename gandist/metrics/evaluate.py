@@ -318,6 +318,14 @@ def evaluate_generator(
     all ranks of ``engine``; every rank returns the same ``EvalResult`` (metric name -> float, with
     ``.extractor`` naming the feature network). Call it on every rank."""
     log = log or (lambda s: print(s, file=sys.stderr) if engine.rank == 0 else None)
+    num_real = int(getattr(dataset_info, "num_samples", 0) or 0)
+    need = cfg.metrics.kid_subset_size
+    if num_samples < need or (num_real and num_real < need):
+        # Before any work: embedding first and failing after would waste minutes.
+        raise BadInputError(
+            f"KID needs at least metrics.kid_subset_size={need} samples in each set; got {num_real} real and "
+            f"{num_samples} generated (eval.num_samples): lower metrics.kid_subset_size or raise eval.num_samples"
+        )
     progress = cfg.log.progress if progress is None else progress
     z_dim = _z_dim(G, cfg)
     num_classes = int(getattr(G, "num_classes", 0) or 0)
