@@ -302,7 +302,7 @@ def run_protocols(
                 needed = int(round(ratio * len(train)))
                 if needed > len(synthetic):
                     raise BadInputError(
-                        f"--synthetic-ratio {ratio}: needs {needed} synthetic images ({ratio} x {len(train)} real) but {synthetic.source} has {len(synthetic)}; "
+                        f"--synthetic-ratio {ratio:g}: needs {needed} synthetic images ({ratio:g} x {len(train)} real) but {synthetic.source} has {len(synthetic)}; "
                         f"make more with gandist synth --per-class or lower the ratio"
                     )
 
