@@ -70,10 +70,36 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+class _WriteErrorRecorder:
+    """File wrapper for torch.save: torch swallows the OSError of a failed write (disk full)
+    and raises "RuntimeError: unexpected pos 704 vs 598" instead, which names neither the
+    cause nor the file. This keeps the OSError so the caller can report it."""
+
+    def __init__(self, f):
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_tensor_file(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
-        torch.save(obj, f)
+        writer = _WriteErrorRecorder(f)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
         f.flush()
         os.fsync(f.fileno())
 
@@ -137,6 +163,8 @@ class Checkpointer:
                     write_main(tmp)
             except OSError as e:
                 error = _describe_os_error(e, tmp)
+            except Exception as e:  # noqa: BLE001 - every rank must reach the agreement below, or the others hang
+                error = f"could not write checkpoint {tmp}: {type(e).__name__}: {e}"
         self._raise_if_any_failed(error, tmp)
 
         if self.engine.is_main:

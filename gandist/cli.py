@@ -12,7 +12,7 @@ from gandist import __version__
 from gandist.errors import EXIT_BAD_INPUT, EXIT_FAILURE, GandistError
 
 # Order is the order of ``gandist --help``.
-VERBS = ["train", "shards", "sample", "eval", "synth", "classify"]
+VERBS = ["train", "shards", "sample", "export", "eval", "synth", "classify"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        # Overrides (key.sub=value) may stand before or after options: argparse alone would
+        # take only the first run of positionals, so collect the rest here.
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            if getattr(args, "overrides", None) is None or any(e.startswith("-") or "=" not in e for e in extra):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.overrides = list(args.overrides) + extra
     except SystemExit as e:  # argparse: 0 for --help, 2 for bad usage
         return int(e.code or 0)
     try:

@@ -256,6 +256,21 @@ class MetricsConfig:
 
 
 @dataclass
+class PreemptionConfig:
+    signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    """Signals that make every rank checkpoint at the next step boundary and exit with code 3."""
+    requeue: bool = True
+    """Under Slurm (``SLURM_JOB_ID`` set), rank 0 runs ``scontrol requeue`` after the preemption checkpoint."""
+    requeue_signals: list[str] = field(default_factory=lambda: ["SIGUSR1"])
+    """Of ``signals``, those that requeue the job (not SIGTERM: ``scancel`` sends it, and a cancelled job must stay cancelled)."""
+
+    def validate(self) -> None:
+        from gandist.preemption import check_signals
+
+        check_signals(self)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -267,6 +282,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
 
     def validate(self, world_size: int = 1) -> "Config":
         for f in dataclasses.fields(self):
@@ -397,6 +413,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool):  # YAML 1.1 reads no/off/false (yes/on/true) as booleans
+            spelled = [a for a in allowed if str(a).lower() in (("yes", "on", "true") if value else ("no", "off", "false"))]
+            value = spelled[0] if spelled else value
         if value not in allowed:
             raise ConfigError(f"{key}: invalid value {value!r}; allowed values: {', '.join(map(str, allowed))}")
         return value

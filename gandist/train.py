@@ -48,6 +48,9 @@ class Run:
 
 def train(cfg: Config, run_dir: Path) -> int:
     """Train until ``total_steps`` or a preemption signal; returns the process exit code."""
+    # First, so a notice during setup (imports, data, resume) is kept for the first step
+    # boundary instead of killing the process: USR1's default action is to terminate.
+    preemption.install(cfg.preemption)
     engine = build_engine(cfg, run_dir)
     try:
         run = setup(cfg, run_dir, engine)
@@ -68,22 +71,18 @@ def train_loop(run: Run) -> int:
     steps_since_log, last_log_time = 0, time.perf_counter()
 
     while run.step < run.total_steps:
-        set_learning_rates(run)
-        d_loss, d_real, d_fake = discriminator_step(run, loss_fn)
-        g_loss = generator_step(run, loss_fn)
-        update_ema(run)
-        run.step += 1
+        step_stats = train_step(run, loss_fn)
         steps_since_log += 1
-        step_stats = torch.stack([d_loss, g_loss, d_real, d_fake])
         stats += step_stats
         logger.advance()
 
         # One all-reduce per step decides, for all ranks together, whether to stop.
-        flags = engine.reduce_sum(torch.tensor([float(not torch.isfinite(step_stats).all()), float(preemption.stop_requested())]))
-        if flags[0] > 0:
+        diverged, stop = stop_flags(run, step_stats)
+        if diverged:
             raise TrainingDiverged(
-                f"non-finite loss at step {run.step} (D {d_loss.item():.4g}, G {g_loss.item():.4g} on rank {engine.rank}); "
-                f"the last good checkpoint in {run.checkpointer.root} is kept. Lower optim.lr_d/lr_g or use train.mixed_precision=no/bf16"
+                f"non-finite loss at step {run.step} (D loss {step_stats[0].item():.4g}, G loss {step_stats[1].item():.4g} "
+                f"on rank {engine.rank}); the last good checkpoint in {run.checkpointer.root} is kept. "
+                "Lower optim.lr_d/optim.lr_g, or use train.mixed_precision=no or bf16"
             )
         if run.step % cfg.log.every_steps == 0 or run.step == run.total_steps:
             log_scalars(run, stats, steps_since_log, time.perf_counter() - last_log_time)
@@ -91,9 +90,10 @@ def train_loop(run: Run) -> int:
             steps_since_log, last_log_time = 0, time.perf_counter()
         if cfg.log.sample_every_steps and run.step % cfg.log.sample_every_steps == 0 or run.step == run.total_steps:
             log_samples(run, fixed_z, fixed_y)
-        if flags[1] > 0:
+        if stop:
             path = save_checkpoint(run)
             logger.info(f"preemption signal: saved {path} at step {run.step}; exiting with code {EXIT_PREEMPTED}")
+            preemption.on_preempted(cfg.preemption, is_main=engine.is_main, log=logger.info)
             return EXIT_PREEMPTED
         if run.step % cfg.checkpoint.every_steps == 0 or run.step == run.total_steps:
             save_checkpoint(run)
@@ -103,6 +103,23 @@ def train_loop(run: Run) -> int:
 
 
 # Phases of one step ---------------------------------------------------------------------------
+
+
+def train_step(run: Run, loss_fn) -> torch.Tensor:
+    """One D update, one G update, the EMA; returns [D loss, G loss, D(real), D(fake)] (detached)."""
+    set_learning_rates(run)
+    d_loss, d_real, d_fake = discriminator_step(run, loss_fn)
+    g_loss = generator_step(run, loss_fn)
+    update_ema(run)
+    run.step += 1
+    return torch.stack([d_loss, g_loss, d_real, d_fake])
+
+
+def stop_flags(run: Run, step_stats: torch.Tensor) -> tuple[bool, bool]:
+    """(some rank's loss is non-finite, some rank was asked to stop), agreed by all ranks."""
+    local = torch.tensor([float(not torch.isfinite(step_stats).all()), float(preemption.stop_requested())])
+    flags = run.engine.reduce_sum(local) if run.engine.world_size > 1 else local
+    return bool(flags[0] > 0), bool(flags[1] > 0)
 
 
 def discriminator_step(run: Run, loss_fn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -266,7 +283,12 @@ def restore_checkpoint(run: Run, path: Path) -> None:
     else:
         # Another world size: ranks read other slices of the data, so continue from rank 0's
         # position in the epoch (the global batch, hence steps per epoch, is unchanged).
-        run.stream.load_state_dict(trainer["data"])
+        run.stream.continue_from(trainer["data"])
+        run.logger.info(
+            f"resuming a checkpoint of {trainer['world_size']} process(es) on {engine.world_size}: global batch "
+            f"{run.cfg.train.batch_size} is kept ({run.cfg.train.batch_size_per_rank(engine.world_size)} per rank); the data "
+            f"stream continues at epoch {run.stream.epoch}, batch {run.stream.batches_in_epoch} (ranks now read other slices)"
+        )
 
 
 def rng_state() -> dict[str, Any]:
@@ -351,7 +373,6 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
         restore_checkpoint(run, resume_from)
         logger.info(f"resuming from {resume_from} at step {run.step} of {total_steps}")
     run.batches = iter(stream)
-    preemption.install()
     logger.info(start_message(run, info))
     return run
 

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
     mk = sub.add_parser("make", help="write shards from a folder, arrays, CIFAR batches or the built-in digits")
     src = mk.add_mutually_exclusive_group(required=True)
     src.add_argument("--from", dest="source", help="ImageFolder tree (root/class/*.png), flat image folder, .npz/.npy, or CIFAR-10/100 python batches folder")
-    src.add_argument("--builtin", choices=["digits"], help="built-in dataset (scikit-learn's 8x8 digits upscaled to 32x32)")
+    src.add_argument("--builtin", choices=["digits"], help="built-in dataset (scikit-learn's 8x8 digits, upscaled)")
     mk.add_argument("--out", required=True, type=Path, help="output directory (created; re-running resumes)")
     mk.add_argument("--split", default="all", choices=["all", "train", "test"], help="built-in/CIFAR split; digits: fixed seeded 80/20 per class (default all)")
     mk.add_argument("--labels", default="", help="labels .npy for --from images.npy")

@@ -1,0 +1,49 @@
+"""Shared fixtures: the repository root, a `gandist` subprocess runner, a cached built-in dataset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def gandist_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")  # two test processes on two cores: no oversubscription
+    env.pop("WORLD_SIZE", None)
+    env.pop("RANK", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_gandist(*args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m gandist ARGS`` from this checkout and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "gandist", *map(str, args)],
+        cwd=cwd or REPO_ROOT, env=gandist_env(env), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def gandist_cache(tmp_path_factory) -> Path:
+    """One cache directory for the built-in dataset, shared by every test of the session."""
+    cache = tmp_path_factory.mktemp("gandist-cache")
+    os.environ["GANDIST_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture
+def run(gandist_cache):
+    """``run(*args)`` -> CompletedProcess of ``python -m gandist`` with the shared dataset cache."""
+
+    def _run(*args, env=None, timeout=300):
+        return run_gandist(*args, env={"GANDIST_CACHE": str(gandist_cache), **(env or {})}, timeout=timeout)
+
+    return _run

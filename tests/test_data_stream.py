@@ -1,0 +1,242 @@
+"""The streaming loader's contract: exactly-once epochs with equal steps per rank, resampled
+streams, exact resume, corrupt-sample handling, and clear errors for bad paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gandist.config import DataConfig
+from gandist.data import build_stream, resolve_dataset
+from gandist.errors import DataError
+
+from data_helpers import collect, index_of, write_uneven
+
+COUNTS = [10, 3, 17, 6, 1, 9, 2]  # 7 uneven shards, 48 samples
+
+
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory) -> Path:
+    return write_uneven(tmp_path_factory.mktemp("uneven"), COUNTS)
+
+
+@pytest.fixture(scope="module")
+def uneven_blocks(tmp_path_factory) -> Path:
+    return write_uneven(tmp_path_factory.mktemp("uneven_blocks"), COUNTS, fmt="blocks", block_size=4)
+
+
+def _epoch_keys(root: Path, *, world: int, workers: int, batch: int, seed: int = 0, epochs: int = 1):
+    cfg = DataConfig(num_workers=workers, shuffle_buffer=5)
+    per_rank = []
+    for r in range(world):
+        batches = collect(cfg, root, world=world, batch=batch, seed=seed, rank=r,
+                          num_batches=epochs * (sum(COUNTS) // (world * batch)))
+        per_rank.append(batches)
+    return per_rank
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["png", "blocks"])
+def test_epoch_mode_every_key_once_across_2_ranks_x_3_workers(fmt, uneven, uneven_blocks):
+    root = uneven if fmt == "png" else uneven_blocks
+    per_rank = _epoch_keys(root, world=2, workers=3, batch=4, epochs=2)
+    # 48 samples / (2 ranks x 4) = 6 batches per rank per epoch; 2 epochs.
+    assert [len(b) for b in per_rank] == [12, 12]
+    for epoch in range(2):
+        keys = [index_of(img) for batches in per_rank for x, _ in batches[6 * epoch: 6 * epoch + 6] for img in x]
+        assert sorted(keys) == list(range(48)), f"epoch {epoch}"
+        labels = [int(v) for batches in per_rank for _, y in batches[6 * epoch: 6 * epoch + 6] for v in y]
+        assert sorted(labels) == sorted(i % 5 for i in range(48))
+    # Shuffled per epoch: the two epochs differ in order.
+    e0 = [index_of(img) for x, _ in per_rank[0][:6] for img in x]
+    e1 = [index_of(img) for x, _ in per_rank[0][6:] for img in x]
+    assert e0 != e1
+
+
+def test_epoch_mode_uneven_total_drops_remainder_equal_steps(uneven):
+    # batch 5, 2 ranks: 48 // 10 = 4 batches per rank, 8 samples dropped, none duplicated.
+    cfg = DataConfig(num_workers=0, shuffle_buffer=7)
+    keys = []
+    for r in range(2):
+        info = resolve_dataset(DataConfig(path=str(uneven)))
+        s = build_stream(cfg, info, batch_size_per_rank=5, rank=r, world_size=2, seed=1, image_size=0, channels=0)
+        assert s.batches_per_epoch == 4
+        it = iter(s)
+        for _ in range(4):
+            x, y = next(it)
+            assert x.shape == (5, 1, 8, 8) and x.dtype == torch.uint8 and y.dtype == torch.int64
+            keys += [index_of(img) for img in x.numpy()]
+    assert len(keys) == 40 and len(set(keys)) == 40
+
+
+def test_fewer_shards_than_ranks_x_workers_still_exactly_once(tmp_path):
+    root = write_uneven(tmp_path / "two", [13, 11])  # 2 shards for 2 ranks x 2 workers
+    cfg = DataConfig(num_workers=0, shuffle_buffer=4)
+    keys = []
+    for r in range(2):
+        keys += [index_of(img) for x, _ in collect(cfg, root, world=2, batch=3, rank=r) for img in x]
+    assert sorted(keys) == list(range(24))
+
+
+def test_resampled_mode_same_seed_same_stream_ranks_differ(uneven):
+    cfg = DataConfig(mode="resampled", shuffle_buffer=8)
+    a0 = collect(cfg, uneven, world=2, batch=4, seed=5, rank=0, num_batches=10)
+    a0_again = collect(cfg, uneven, world=2, batch=4, seed=5, rank=0, num_batches=10)
+    a1 = collect(cfg, uneven, world=2, batch=4, seed=5, rank=1, num_batches=10)
+    b0 = collect(cfg, uneven, world=2, batch=4, seed=6, rank=0, num_batches=10)
+    k = lambda batches: [index_of(img) for x, _ in batches for img in x]  # noqa: E731
+    assert k(a0) == k(a0_again)
+    assert k(a0) != k(a1)
+    assert k(a0) != k(b0)
+    info = resolve_dataset(DataConfig(path=str(uneven)))
+    s = build_stream(cfg, info, batch_size_per_rank=4, rank=0, world_size=2, seed=5, image_size=0, channels=0)
+    assert s.batches_per_epoch is None
+
+
+@pytest.mark.parametrize("mode,workers", [("epoch", 0), ("resampled", 0), pytest.param("epoch", 2, marks=pytest.mark.slow)])
+def test_resume_continues_exactly(uneven, mode, workers):
+    cfg = DataConfig(mode=mode, num_workers=workers, shuffle_buffer=6, random_flip=True, random_crop_pad=1)
+    info = resolve_dataset(DataConfig(path=str(uneven)))
+
+    def make():
+        return build_stream(cfg, info, batch_size_per_rank=4, rank=1, world_size=2, seed=9, image_size=0, channels=0)
+
+    ref_stream = make()
+    it = iter(ref_stream)
+    ref = [next(it) for _ in range(17)]  # crosses two epoch boundaries (6 batches per epoch)
+    ref_stream.close()
+    for cut in (0, 4, 6, 11):
+        s = make()
+        it = iter(s)
+        for _ in range(cut):
+            next(it)
+        state = s.state_dict()
+        s.close()
+        assert set(state) >= {"epoch", "batches_in_epoch", "seed", "num_skipped"}
+        r = make()
+        r.load_state_dict(state)
+        it = iter(r)
+        for j in range(cut, 17):
+            x, y = next(it)
+            assert torch.equal(x, ref[j][0]) and torch.equal(y, ref[j][1]), f"cut {cut}, batch {j}"
+        r.close()
+
+
+def test_loader_leaves_global_rng_alone(uneven):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    before = torch.get_rng_state().clone(), np.random.get_state()[1].copy()
+    collect(DataConfig(random_flip=True, num_workers=0), uneven, world=1, batch=4, num_batches=8)
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert np.array_equal(np.random.get_state()[1], before[1])
+
+
+def test_flip_augmentation_is_seeded_and_flips(uneven):
+    plain = collect(DataConfig(), uneven, world=1, batch=8, num_batches=6)
+    flip = collect(DataConfig(random_flip=True), uneven, world=1, batch=8, num_batches=6)
+    flipped = sum(not np.array_equal(a, b) for (xa, _), (xb, _) in zip(plain, flip) for a, b in zip(xa, xb))
+    mirrored = sum(np.array_equal(a[..., ::-1], b) for (xa, _), (xb, _) in zip(plain, flip) for a, b in zip(xa, xb))
+    assert 8 <= flipped <= 40 and mirrored >= flipped
+
+
+def test_resize_and_channels_in_loader(uneven):
+    info = resolve_dataset(DataConfig(path=str(uneven)))
+    s = build_stream(DataConfig(), info, batch_size_per_rank=4, rank=0, world_size=1, seed=0, image_size=16, channels=3)
+    x, _ = next(iter(s))
+    assert x.shape == (4, 3, 16, 16)
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
+
+
+def _corrupt_one_png(root: Path, shard: str, nth: int) -> None:
+    """Overwrite the PNG bytes of the nth sample of a shard (same length: the tar stays valid)."""
+    import tarfile
+
+    path = root / shard
+    data = bytearray(path.read_bytes())
+    with tarfile.open(path) as tf:
+        pngs = [m for m in tf.getmembers() if m.name.endswith(".png")]
+        m = pngs[nth]
+    data[m.offset_data: m.offset_data + m.size] = b"\x00" * m.size
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_sample_skipped_counted_and_threshold(tmp_path, caplog):
+    root = write_uneven(tmp_path / "c", COUNTS)
+    _corrupt_one_png(root, "000002.tar", 3)  # one of 48 samples
+    info = resolve_dataset(DataConfig(path=str(root)))
+    cfg = DataConfig(max_skipped_fraction=0.05)
+    s = build_stream(cfg, info, batch_size_per_rank=4, rank=0, world_size=1, seed=0, image_size=0, channels=0)
+    it = iter(s)
+    batches = [next(it) for _ in range(12)]
+    assert s.num_skipped == 1
+    keys = [index_of(img) for x, _ in batches for img in x]
+    assert 16 not in keys  # shard 2 starts at index 10 + 3 = 13: its 4th sample is 16
+    assert len(set(keys)) == 47  # the other 47 once each; the bad slot holds a copy of one of them
+    assert all(x.shape == (4, 1, 8, 8) for x, _ in batches)  # batches stay full
+    assert any("000002.tar" in r.getMessage() for r in caplog.records)
+    assert s.state_dict()["num_skipped"] == 1
+    # Above the threshold (1 of 48 > 1%): the run stops with a clear error.
+    s2 = build_stream(DataConfig(max_skipped_fraction=0.01), info, batch_size_per_rank=4, rank=0, world_size=1, seed=0, image_size=0, channels=0)
+    with pytest.raises(DataError, match="000002.tar.*shards verify|max_skipped_fraction"):
+        it2 = iter(s2)
+        for _ in range(12):
+            next(it2)
+
+
+def test_truncated_shard_counts_missing_samples(tmp_path):
+    root = write_uneven(tmp_path / "t", COUNTS)
+    p = root / "000002.tar"
+    p.write_bytes(p.read_bytes()[: 4 * 1024])  # 17 samples -> a few survive
+    info = resolve_dataset(DataConfig(path=str(root)))
+    s = build_stream(DataConfig(max_skipped_fraction=1.0), info, batch_size_per_rank=4, rank=0, world_size=1, seed=0, image_size=0, channels=0)
+    it = iter(s)
+    batches = [next(it) for _ in range(12)]
+    assert len(batches) == 12
+    assert 10 <= s.num_skipped <= 17  # 4 KiB keeps at most a few of the shard's 17 samples
+    s3 = build_stream(DataConfig(), info, batch_size_per_rank=4, rank=0, world_size=1, seed=0, image_size=0, channels=0)
+    with pytest.raises(DataError, match="could not be read"):
+        it3 = iter(s3)
+        for _ in range(12):
+            next(it3)
+
+
+def test_bad_paths_fail_at_start_naming_the_path(tmp_path, uneven):
+    with pytest.raises(DataError, match="directory not found: .*nope"):
+        resolve_dataset(DataConfig(path=str(tmp_path / "nope")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"no shards.*empty"):
+        resolve_dataset(DataConfig(path=str(tmp_path / "empty")))
+    with pytest.raises(DataError, match="matches no files"):
+        resolve_dataset(DataConfig(path=str(tmp_path / "empty" / "*.tar")))
+    os.rename(uneven / "000003.tar", tmp_path / "moved.tar")
+    try:
+        with pytest.raises(DataError, match=r"1 shard file\(s\) missing: .*000003.tar"):
+            resolve_dataset(DataConfig(path=str(uneven)))
+        with pytest.raises(DataError, match=r"missing: .*000003.tar"):
+            resolve_dataset(DataConfig(path=str(uneven) + "/{000000..000006}.tar"))
+    finally:
+        os.rename(tmp_path / "moved.tar", uneven / "000003.tar")
+
+
+def test_brace_pattern_and_pipe_urls(uneven):
+    info = resolve_dataset(DataConfig(path=str(uneven) + "/{000000..000002}.tar"))
+    assert info.num_samples == 10 + 3 + 17 and len(info.urls) == 3
+    pipe = f"pipe:cat {uneven}/{{000000..000006}}.tar"
+    info = resolve_dataset(DataConfig(path=pipe, manifest=str(uneven / "manifest.json")))
+    assert info.num_samples == 48 and info.urls[0].startswith("pipe:cat ")
+    s = build_stream(DataConfig(shuffle_buffer=0), info, batch_size_per_rank=4, rank=0, world_size=1, seed=0, image_size=0, channels=0)
+    it = iter(s)
+    keys = [index_of(img) for _ in range(12) for img in next(it)[0].numpy()]
+    assert sorted(keys) == list(range(48))
+    with pytest.raises(DataError, match="data.manifest"):
+        resolve_dataset(DataConfig(path=pipe))
+
+
+def test_too_little_data_for_one_batch_is_an_error(uneven):
+    info = resolve_dataset(DataConfig(path=str(uneven)))
+    with pytest.raises(DataError, match="fewer than one batch"):
+        build_stream(DataConfig(), info, batch_size_per_rank=32, rank=0, world_size=2, seed=0, image_size=0, channels=0)

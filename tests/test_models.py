@@ -1,0 +1,37 @@
+"""Model registry: shapes, output range and conditioning for every model."""
+
+import pytest
+import torch
+
+from gandist.models import ModelSpec, available_models, build_models
+
+
+@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize("size, channels", [(16, 1), (32, 3)])
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_shapes_and_range(name, size, channels, num_classes):
+    torch.manual_seed(0)
+    g, d = build_models(name, ModelSpec(size, channels, num_classes, z_dim=16, g_width=8, d_width=8))
+    y = torch.randint(0, 10, (4,)) if num_classes else None
+    x = g(torch.randn(4, 16), y)
+    assert x.shape == (4, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1  # tanh output, like the real images' [-1, 1]
+    assert d(x, y).shape == (4,)
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_conditional_models_use_the_label(name):
+    torch.manual_seed(0)
+    g, d = build_models(name, ModelSpec(16, 1, 10, z_dim=16, g_width=8, d_width=8))
+    g.eval(), d.eval()
+    z = torch.randn(2, 16)
+    assert not torch.allclose(g(z, torch.tensor([0, 0])), g(z, torch.tensor([1, 1])))
+    x = torch.randn(2, 1, 16, 16)
+    assert not torch.allclose(d(x, torch.tensor([0, 0])), d(x, torch.tensor([3, 3])))
+    with pytest.raises(ValueError, match="needs class labels"):
+        g(z, None)
+
+
+def test_dcgan_rejects_sizes_that_are_not_powers_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        build_models("dcgan", ModelSpec(24, 1, 0, 16, 8, 8))
