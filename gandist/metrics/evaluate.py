@@ -277,6 +277,11 @@ def ensure_domain_classifier(cfg, dataset_info: Any, group: Collective, *, image
         return cfg.metrics.classifier
     from gandist.classify import ClassifierSettings, LabelledImages, save_classifier, train_classifier
 
+    if not dataset_info.num_classes:  # checked on every rank, before rank 0 alone does any work
+        raise DataError(
+            "eval.extractor=classifier: the dataset has no class labels to train a domain classifier on; "
+            "set metrics.classifier to a trained one, or use eval.extractor=inception with metrics.inception_weights"
+        )
     settings = ClassifierSettings(steps=cfg.metrics.classifier_steps)
     key = hashlib.sha256(f"{dataset_info.manifest_sha256}|{settings}|{image_size}|{channels}".encode()).hexdigest()[:20]
     path = metrics_cache_dir(cfg) / f"classifier-{key}.safetensors"
@@ -284,11 +289,6 @@ def ensure_domain_classifier(cfg, dataset_info: Any, group: Collective, *, image
         if group.rank == 0:
             from gandist.data import read_all
 
-            if not dataset_info.num_classes:
-                raise DataError(
-                    "eval.extractor=classifier: the dataset has no class labels to train a domain classifier on; "
-                    "use eval.extractor=inception with metrics.inception_weights"
-                )
             images, labels = read_all(dataset_info, image_size=image_size, channels=channels)
             log(f"training the domain classifier for evaluation on {len(images)} real images ({settings.steps} steps; cached in {path})")
             model = train_classifier(LabelledImages(images, labels, list(dataset_info.class_names), "real data"), dataset_info.num_classes, settings, seed=0)
