@@ -34,6 +34,8 @@ def line_panel(
     x_lo, x_hi = fx(min(xs)), fx(max(xs))
     if x_hi == x_lo:
         x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+    pad = 0.06 * (x_hi - x_lo)  # keep end points off the frame
+    x_lo, x_hi = x_lo - pad, x_hi + pad
     y_lo = max(0.0, math.floor((min(ys, default=0.0) - 0.02) * 10) / 10)
     y_hi = min(1.0, math.ceil((max(ys, default=1.0) + 0.02) * 10) / 10)
     if y_hi <= y_lo:
