@@ -69,6 +69,8 @@ class ModelConfig:
     """Generator width: channels of its widest conv layer (dcgan) or hidden units / 8 (mlp)."""
     d_width: int = 32
     """Discriminator width: channels of its widest conv layer."""
+    d_minibatch_std: bool = True
+    """Minibatch standard deviation feature in D (Karras et al., 2018): counters mode collapse."""
 
     def validate(self) -> None:
         from gandist.models import available_models
@@ -163,8 +165,8 @@ class LogConfig:
     """Scalars to TensorBoard and the console every this many steps."""
     sample_every_steps: int = 250
     """Sample grid from fixed noise (TensorBoard and ``samples/step_*.png``) every this many steps; 0: only at the end."""
-    num_grid_images: int = 64
-    """Images in the sample grid."""
+    num_grid_images: int = 100
+    """Images in the sample grid (conditional: rounded down to whole rows, one row per class)."""
     progress: bool = True
     """Console progress bar on rank zero."""
 

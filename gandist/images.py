@@ -49,8 +49,12 @@ def save_png(array_hwc: np.ndarray, path: str | os.PathLike, upscale: int = 1) -
     return path
 
 
+def view_upscale(image_side: int) -> int:
+    """Nearest-neighbour enlargement that shows each image at >= 48 px (16x16 digits: 3x)."""
+    return max(1, min(8, math.ceil(48 / image_side)))
+
+
 def save_grid(images_bchw: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> Path:
     """Generator output in [-1, 1] -> PNG grid, enlarged so that small images are visible."""
     grid = make_grid(to_uint8(images_bchw), nrow=nrow)
-    upscale = max(1, 256 // max(grid.shape[0], 1))
-    return save_png(grid, path, upscale=min(upscale, 4))
+    return save_png(grid, path, upscale=view_upscale(images_bchw.shape[-1]))

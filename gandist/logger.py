@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from gandist.images import make_grid, save_png, to_uint8
+from gandist.images import make_grid, save_png, to_uint8, view_upscale
 
 
 class RunLogger:
@@ -68,8 +68,7 @@ class RunLogger:
             return None
         grid = make_grid(to_uint8(images_bchw), nrow=nrow)
         self._writer.add_image("samples/ema", grid, step, dataformats="HWC")
-        upscale = max(1, min(4, 256 // grid.shape[0]))
-        return save_png(grid, self.run_dir / "samples" / f"step_{step:08d}.png", upscale=upscale)
+        return save_png(grid, self.run_dir / "samples" / f"step_{step:08d}.png", upscale=view_upscale(images_bchw.shape[-1]))
 
     def flush(self) -> None:
         if self._writer is not None:

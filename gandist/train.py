@@ -390,6 +390,7 @@ def model_spec(cfg: Config, info) -> ModelSpec:
         z_dim=cfg.model.z_dim,
         g_width=cfg.model.g_width,
         d_width=cfg.model.d_width,
+        d_minibatch_std=cfg.model.d_minibatch_std,
     )
 
 

@@ -35,3 +35,15 @@ def test_conditional_models_use_the_label(name):
 def test_dcgan_rejects_sizes_that_are_not_powers_of_two():
     with pytest.raises(ValueError, match="power of two"):
         build_models("dcgan", ModelSpec(24, 1, 0, 16, 8, 8))
+
+
+def test_minibatch_std_lets_d_see_a_collapsed_batch():
+    from gandist.models.layers import MinibatchStd
+
+    layer = MinibatchStd(group_size=4)
+    same = torch.randn(1, 3, 4, 4).repeat(8, 1, 1, 1)  # a generator that ignores its noise
+    varied = torch.randn(8, 3, 4, 4)
+    assert layer(same).shape == (8, 4, 4, 4)
+    assert layer(same)[:, -1].abs().max() < 1e-3
+    assert layer(varied)[:, -1].min() > 0.3
+    assert layer(torch.randn(6, 3, 4, 4)).shape == (6, 4, 4, 4)  # batch not divisible by 4: groups of 3

@@ -1,4 +1,4 @@
-"""``gandist shards make|verify|inspect``: write, check and look at WebDataset shard directories."""
+"""``gandist shards make|merge|verify|inspect``: write, combine, check and look at WebDataset shard directories."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def parse_bytes(text: str) -> int:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("shards", help="make, verify or inspect WebDataset shards",
-                              description="Write image data as WebDataset tar shards + manifest.json, check them, look at them.")
-    sub = p.add_subparsers(dest="shards_cmd", metavar="make|verify|inspect")
+    p = subparsers.add_parser("shards", help="make, merge, verify or inspect WebDataset shards",
+                              description="Write image data as WebDataset tar shards + manifest.json, combine parts, check them, look at them.")
+    sub = p.add_subparsers(dest="shards_cmd", metavar="make|merge|verify|inspect")
     sub.required = True
 
     mk = sub.add_parser("make", help="write shards from a folder, arrays, CIFAR batches or the built-in digits")
@@ -48,8 +48,18 @@ def add_parser(subparsers) -> None:
     mk.add_argument("--workers", type=int, default=0, help="processes that load and encode (default 0: this process)")
     mk.add_argument("--seed", type=int, default=0, help="seed of the shuffle before writing (default 0)")
     mk.add_argument("--no-shuffle", action="store_true", help="keep the sorted source order")
+    mk.add_argument("--slice", default="", metavar="I/N",
+                    help="write only slice I of N (0 <= I < N) of the shuffled input, e.g. one per job-array task; "
+                         "combine the parts with `shards merge`")
     mk.add_argument("--no-progress", action="store_true", help="no progress bar")
     mk.set_defaults(func=run_make)
+
+    mg = sub.add_parser("merge", help="combine parts (e.g. the slices of `make --slice`) into one shard directory",
+                        description="Hard-link (or copy) the parts' shards into OUT as 000000.tar, ... and write one "
+                                    "manifest.json. Parts stay as they are; running it again is harmless.")
+    mg.add_argument("--out", required=True, type=Path, help="merged shard directory (may contain the parts)")
+    mg.add_argument("parts", nargs="+", type=Path, metavar="PART_DIR", help="shard directories to combine")
+    mg.set_defaults(func=run_merge)
 
     vf = sub.add_parser("verify", help="check every shard against manifest.json (sha256, counts, decoding, labels)")
     vf.add_argument("dir", type=Path)
@@ -67,17 +77,19 @@ def add_parser(subparsers) -> None:
 
 def run_make(args: argparse.Namespace) -> int:
     from gandist.data.builtin import write_builtin
+    from gandist.data.slices import parse_slice
     from gandist.data.sources import open_source
     from gandist.data.writer import write_shards
 
-    command = "gandist " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["shards"] else "gandist shards make"
+    command = _command("make")
     if args.shard_size < 0:
         raise DataError(f"--shard-size: must be >= 1 (got {args.shard_size})")
+    data_slice = parse_slice(args.slice) if args.slice else None
     if args.builtin:
         if args.shard_size or args.maxsize or args.resize or args.keep_original_format:
-            raise DataError("--builtin takes only --out, --split, --format, --seed (the built-in layout is fixed)")
+            raise DataError("--builtin takes only --out, --split, --format, --seed, --slice (the built-in layout is fixed)")
         m = write_builtin(args.builtin, args.out, split=args.split, fmt=args.fmt, seed=args.seed,
-                          progress=not args.no_progress, command=command)
+                          progress=not args.no_progress, command=command, data_slice=data_slice)
     else:
         src = open_source(args.source, labels_path=args.labels, split=args.split)
         for note in src.notes:
@@ -85,19 +97,42 @@ def run_make(args: argparse.Namespace) -> int:
         if src.num_non_image:
             print(f"shards make: skipped {src.num_non_image} non-image file(s) in {args.source}", file=sys.stderr)
         items = src.keyed(None if args.no_shuffle else args.seed)
+        extra = {"source": str(args.source), "source_kind": src.kind, "seed": None if args.no_shuffle else args.seed,
+                 "split": args.split, "num_non_image_skipped": src.num_non_image}
+        if data_slice is not None:
+            # Cut after the shuffle, keys from the global index: the slices partition a full make's order.
+            extra["slice"] = data_slice.record(len(items))
+            items = items[extra["slice"]["start"]:extra["slice"]["stop"]]
         m = write_shards(
             items, args.out, class_names=src.class_names, shard_size=args.shard_size or 1000, max_bytes=args.maxsize,
             fmt=args.fmt, jpg_quality=args.jpg_quality, block_size=args.block_size, resize=args.resize,
             center_crop=args.center_crop, keep_original_format=args.keep_original_format, channels=args.channels,
             workers=args.workers, progress=not args.no_progress, num_samples_hint=len(items), command=command,
-            extra={"source": str(args.source), "source_kind": src.kind, "seed": None if args.no_shuffle else args.seed,
-                   "split": args.split, "num_non_image_skipped": src.num_non_image},
+            extra=extra,
         )
     img = m["image"]
     size = f"{img['height']}x{img['width']}x{img['channels']}" if img.get("uniform") else (
         f"{img['min_height']}..{img['max_height']} x {img['min_width']}..{img['max_width']}")
-    print(f"wrote {m['num_samples']} samples in {len(m['shards'])} shard(s) ({m['sample_format']}, {size}, "
+    part = f" (slice {data_slice.label})" if data_slice is not None else ""
+    print(f"wrote {m['num_samples']} samples{part} in {len(m['shards'])} shard(s) ({m['sample_format']}, {size}, "
           f"{m['num_classes']} classes) to {args.out}")
+    return 0
+
+
+def _command(verb: str) -> str:
+    """The command line as typed, for the manifest (``gandist shards <verb>`` when called from Python)."""
+    if sys.argv[1:2] == ["shards"]:
+        return "gandist " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return f"gandist shards {verb}"
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from gandist.data.merge import merge_parts
+
+    r = merge_parts(args.out, args.parts, command=_command("merge"))
+    m = r.manifest
+    print(f"merged {len(args.parts)} part(s) into {args.out}: {m['num_samples']} samples in {len(m['shards'])} shard(s) "
+          f"({r.num_linked} linked, {r.num_copied} copied, {r.num_in_place} already in place)")
     return 0
 
 

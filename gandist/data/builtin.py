@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from gandist.data.manifest import MANIFEST_NAME, read_manifest
+from gandist.data.slices import Slice
 from gandist.errors import DataError
 
 BUILTINS = ("digits",)
@@ -62,9 +63,10 @@ def digits_arrays(split: str = "all") -> tuple[np.ndarray, np.ndarray]:
 
 def write_builtin(name: str, out_dir: str | os.PathLike, *, split: str = "all", fmt: str = "png",
                   seed: int = 0, num_shards: int = DIGITS_NUM_SHARDS, progress: bool = False,
-                  command: str = "") -> dict[str, Any]:
+                  command: str = "", data_slice: "Slice | None" = None) -> dict[str, Any]:
     """Write the built-in dataset ``name`` as shards (shuffled with ``seed`` so every shard mixes
-    all classes) and return the manifest."""
+    all classes) and return the manifest. ``data_slice``: write only that slice of the shuffled
+    order (keys and shard size stay those of the whole set)."""
     from gandist.data.writer import write_shards
 
     if name not in BUILTINS:
@@ -72,11 +74,16 @@ def write_builtin(name: str, out_dir: str | os.PathLike, *, split: str = "all", 
     imgs, labels = digits_arrays(split)
     order = np.random.default_rng(seed).permutation(len(labels))
     shard_size = -(-len(labels) // num_shards)
-    samples = ((f"{i:06d}", imgs[j], int(labels[j])) for i, j in enumerate(order))
+    extra: dict[str, Any] = {"builtin": name, "split": split, "seed": seed, "builtin_version": DIGITS_VERSION}
+    start, stop = 0, len(order)
+    if data_slice is not None:
+        start, stop = data_slice.bounds(len(order))
+        extra["slice"] = data_slice.record(len(order))
+    samples = ((f"{i:06d}", imgs[order[i]], int(labels[order[i]])) for i in range(start, stop))
     return write_shards(
         samples, out_dir, class_names=[str(c) for c in range(10)], shard_size=shard_size, fmt=fmt,
-        block_size=min(256, shard_size), progress=progress, num_samples_hint=len(labels), command=command,
-        extra={"builtin": name, "split": split, "seed": seed, "builtin_version": DIGITS_VERSION},
+        block_size=min(256, shard_size), progress=progress, num_samples_hint=stop - start, command=command,
+        extra=extra,
     )
 
 

@@ -54,10 +54,14 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    """Write atomically: a reader never sees a half-written manifest."""
+    """Write atomically: a reader never sees a half-written manifest, and after a crash the
+    manifest is either the old one or the complete new one (fsync before the rename)."""
     path = Path(out_dir) / MANIFEST_NAME
     tmp = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(manifest, indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
 

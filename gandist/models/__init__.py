@@ -20,6 +20,7 @@ class ModelSpec:
     z_dim: int
     g_width: int
     d_width: int
+    d_minibatch_std: bool = True
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from gandist.models.layers import LabelConcat, ProjectionHead, dcgan_init
+from gandist.models.layers import LabelConcat, MinibatchStd, ProjectionHead, dcgan_init
 
 
 def _num_blocks(image_size: int) -> int:
@@ -44,7 +44,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, image_size: int, channels: int, width: int, num_classes: int = 0):
+    def __init__(self, image_size: int, channels: int, width: int, num_classes: int = 0, minibatch_std: bool = True):
         super().__init__()
         blocks = _num_blocks(image_size)
         ch = width
@@ -54,15 +54,16 @@ class Discriminator(nn.Module):
             layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True)]
             ch *= 2
         self.features = nn.Sequential(*layers)  # B x ch x 4 x 4
-        self.head = ProjectionHead(ch * 16, num_classes)
+        self.mbstd = MinibatchStd() if minibatch_std else nn.Identity()
+        self.head = ProjectionHead((ch + int(minibatch_std)) * 16, num_classes)
         self.apply(dcgan_init)
 
     def forward(self, x_bchw: torch.Tensor, y_b: torch.Tensor | None = None) -> torch.Tensor:
-        h_bf = self.features(x_bchw).flatten(1)
+        h_bf = self.mbstd(self.features(x_bchw)).flatten(1)
         return self.head(h_bf, y_b)
 
 
 def build(spec) -> tuple[nn.Module, nn.Module]:
     g = Generator(spec.image_size, spec.channels, spec.z_dim, spec.g_width, spec.num_classes)
-    d = Discriminator(spec.image_size, spec.channels, spec.d_width, spec.num_classes)
+    d = Discriminator(spec.image_size, spec.channels, spec.d_width, spec.num_classes, spec.d_minibatch_std)
     return g, d

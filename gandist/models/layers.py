@@ -55,3 +55,24 @@ class ProjectionHead(nn.Module):
                 raise ValueError("conditional discriminator needs class labels y")
             logit_b = logit_b + (self.embed(y) * h_bf).sum(dim=1)
         return logit_b
+
+
+class MinibatchStd(nn.Module):
+    """Appends the batch's mean standard deviation as one feature map (Karras et al., 2018).
+
+    A generator that ignores its noise makes batches with almost no variance; this feature
+    lets D see that, so mode collapse is penalised instead of rewarded.
+    """
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x_bchw: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x_bchw.shape
+        group = next(g for g in range(min(self.group_size, b), 0, -1) if b % g == 0)
+        y = x_bchw.float().view(group, -1, c, h, w)          # G x M x C x H x W, M = b / group
+        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()     # M x C x H x W
+        y = y.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)          # M x 1 x 1 x 1
+        y = y.repeat(group, 1, h, w).to(x_bchw.dtype)        # B x 1 x H x W
+        return torch.cat([x_bchw, y], dim=1)

@@ -35,5 +35,5 @@ class Generator(nn.Module):
 def build(spec) -> tuple[nn.Module, nn.Module]:
     g = Generator(spec.image_size, spec.channels, spec.z_dim, spec.g_width, spec.num_classes)
     # The small conv discriminator (conv -> BatchNorm -> LeakyReLU, one logit) is DCGAN's.
-    d = dcgan.Discriminator(spec.image_size, spec.channels, spec.d_width, spec.num_classes)
+    d = dcgan.Discriminator(spec.image_size, spec.channels, spec.d_width, spec.num_classes, spec.d_minibatch_std)
     return g, d
