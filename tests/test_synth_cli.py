@@ -32,7 +32,8 @@ def test_train_synth_eval_classify(tmp_path):
     out = gandist("synth", "--run-dir", run, "--per-class", 12, "--out", tmp_path / "synth", "--truncation", 0.7)
     manifest = json.loads((tmp_path / "synth" / "manifest.json").read_text())
     assert "wrote 120 synthetic images" in out.stdout
-    assert json.dumps(manifest).count('"synthetic": true') == 1 and '"truncation": 0.7' in json.dumps(manifest)
+    assert manifest["synthetic"] is True and manifest["truncation"] == 0.7 and manifest["generator_step"] == 2
+    assert manifest["class_counts"] == [12] * 10
     again = gandist("synth", "--run-dir", run, "--per-class", 12, "--out", tmp_path / "synth", check=False)
     assert again.returncode == 2 and "already holds a dataset" in again.stderr
 
