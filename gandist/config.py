@@ -63,8 +63,8 @@ class ModelConfig:
     """Generator/discriminator pair from the model registry (``gandist.models``)."""
     conditional: bool = True
     """Class-conditional G and D (needs labelled data); the default, since users make labelled synthetic data."""
-    z_dim: int = 64
-    """Length of the latent noise vector."""
+    z_dim: int = 8
+    """Length of the latent noise vector (8 suits the digits: with 64 a conditional G ignored its noise; natural images: 128)."""
     g_width: int = 32
     """Generator width: channels of its widest conv layer (dcgan) or hidden units / 8 (mlp)."""
     d_width: int = 32
