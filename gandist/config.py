@@ -213,6 +213,51 @@ class EngineConfig:
 
 
 @dataclass
+class EvalConfig:
+    every_steps: int = 0
+    """Compute FID/KID/precision/recall of the EMA generator every this many steps (logged as ``eval/*``, best by FID kept as ``ckpt/best``); 0: off."""
+    num_samples: int = 2000
+    """Generated images per evaluation (class-balanced for conditional models), split across ranks."""
+    extractor: Literal["classifier", "inception"] = "classifier"
+    """Feature network: the domain classifier (offline, any image size) or Inception-v3 (needs ``metrics.inception_weights``); their numbers are not comparable."""
+
+    def validate(self) -> None:
+        _check(self.every_steps >= 0, "eval.every_steps", "must be >= 0 (0 disables evaluation)", self.every_steps)
+        _check(self.num_samples >= 2, "eval.num_samples", "must be >= 2", self.num_samples)
+
+
+@dataclass
+class MetricsConfig:
+    inception_weights: str = ""
+    """Local file of torch-fidelity's Inception-v3 weights (``weights-inception-2015-12-05-6726825d.pth``) for ``eval.extractor=inception``; never downloaded."""
+    classifier: str = ""
+    """Domain classifier for ``eval.extractor=classifier`` (``DIR/domain_classifier.safetensors`` from ``gandist classify``); empty: train one on the real data on first use and cache it."""
+    classifier_steps: int = 300
+    """Training steps of the automatically trained domain classifier."""
+    kid_subset_size: int = 1000
+    """Samples per KID subset (both sets need at least this many)."""
+    kid_num_subsets: int = 100
+    """Random subsets KID is averaged over."""
+    pr_k: int = 3
+    """k of the k-nearest-neighbour manifolds of improved precision/recall."""
+    batch_size: int = 250
+    """Images per forward pass per rank when generating and embedding."""
+    per_class: bool = True
+    """Per-class FID (``fid_class_<c>``) for conditional models."""
+    cache_dir: str = ""
+    """Where real-feature statistics and the automatic classifier are cached; empty: ``<data cache>/metrics``."""
+    seed: int = 0
+    """Seed of the evaluation noise, labels and KID subsets (fixed, so evaluations are comparable)."""
+
+    def validate(self) -> None:
+        _check(self.classifier_steps >= 1, "metrics.classifier_steps", "must be >= 1", self.classifier_steps)
+        _check(self.kid_subset_size >= 2, "metrics.kid_subset_size", "must be >= 2", self.kid_subset_size)
+        _check(self.kid_num_subsets >= 1, "metrics.kid_num_subsets", "must be >= 1", self.kid_num_subsets)
+        _check(self.pr_k >= 1, "metrics.pr_k", "must be >= 1", self.pr_k)
+        _check(self.batch_size >= 1, "metrics.batch_size", "must be >= 1", self.batch_size)
+
+
+@dataclass
 class PreemptionConfig:
     signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
     """Signals that make every rank checkpoint at the next step boundary and exit with code 3."""
@@ -237,6 +282,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
 
     def validate(self, world_size: int = 1) -> "Config":

@@ -1,0 +1,114 @@
+"""``gandist classify``: train classifiers on real, synthetic and mixed shards and report test
+accuracy on a held-out real split, for the protocols real, cas, mix and lowdata."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from gandist.errors import BadInputError
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_parser(subparsers) -> None:
+    from gandist.classifiers import available_classifiers
+
+    p = subparsers.add_parser(
+        "classify",
+        help="measure whether synthetic images help a classifier (real, CAS, mix, low-data protocols)",
+        description="Train a small ResNet on shards and report accuracy on a held-out real test split. Protocols: "
+        "real (train real), cas (train synthetic only: Classification Accuracy Score), mix (real + synthetic at --synthetic-ratio), "
+        "lowdata (real subsets at --real-fraction, alone / with classical augmentation / with the synthetic set). "
+        "Writes OUT/classify_report.{md,json,png}, OUT/tb/ and OUT/domain_classifier.safetensors (from protocol real).",
+    )
+    p.add_argument("--train", type=Path, required=True, help="real training shards (directory with manifest.json)")
+    p.add_argument("--test", type=Path, required=True, help="held-out real test shards")
+    p.add_argument("--synthetic", type=Path, default=None, help="labelled synthetic shards (from gandist synth); needed by cas and mix")
+    p.add_argument("--protocol", default="real", help="comma-separated protocols: real, cas, mix, lowdata (default real)")
+    p.add_argument("--out", type=Path, required=True, help="report directory")
+    p.add_argument("--seeds", type=int, default=3, help="training runs per setting, seeds 0..N-1 (default 3)")
+    p.add_argument("--real-fraction", type=_floats, default=[0.05, 0.1, 0.25, 1.0], help="lowdata: fractions of the real training set (default 0.05,0.1,0.25,1)")
+    p.add_argument("--synthetic-ratio", type=_floats, default=[0.0, 0.5, 1.0, 2.0], help="mix: synthetic images per real image (default 0,0.5,1,2)")
+    p.add_argument("--arch", default="resnet8", choices=available_classifiers(), help="classifier (default resnet8)")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps per training run (default 300)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate (default 0.05)")
+    p.add_argument("--device", default="", help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(func=run)
+
+
+def load_labelled(path: Path, what: str, *, image_size: int = 0, channels: int = 0):
+    from gandist.classify import LabelledImages
+    from gandist.config import DataConfig
+    from gandist.data import read_all, resolve_dataset
+
+    info = resolve_dataset(DataConfig(path=str(path)))
+    if not info.num_classes:
+        raise BadInputError(f"{what} {path}: the shards have no class labels (manifest lists no classes); classify needs labelled data")
+    images, labels = read_all(info, image_size=image_size, channels=channels)
+    if (labels < 0).any():
+        raise BadInputError(f"{what} {path}: {int((labels < 0).sum())} samples have no label")
+    return LabelledImages(images, labels, list(info.class_names), f"{what} {path}"), info
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from gandist.classify import ClassifierSettings, ProtocolPlan, accuracy, run_protocols, save_classifier, settings_dict, write_report
+
+    protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
+    plan = ProtocolPlan(protocols=protocols, seeds=args.seeds, real_fractions=args.real_fraction, synthetic_ratios=args.synthetic_ratio)
+    plan.validate(args.synthetic is not None)
+    if args.steps < 1 or args.batch_size < 1 or args.lr <= 0:
+        raise BadInputError("--steps, --batch-size must be >= 1 and --lr > 0")
+    settings = ClassifierSettings(arch=args.arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    train, train_info = load_labelled(args.train, "--train")
+    size, channels = train.images.shape[-1], train.images.shape[1]
+    test, _ = load_labelled(args.test, "--test", image_size=size, channels=channels)
+    synthetic = None
+    if args.synthetic is not None:
+        # Generated at the GAN's size, which may differ from the data's: convert to the real size.
+        synthetic, _ = load_labelled(args.synthetic, "--synthetic", image_size=size, channels=channels)
+    num_classes = train_info.num_classes
+    print(f"train {len(train)} real, test {len(test)} real" + (f", synthetic {len(synthetic)}" if synthetic else "")
+          + f" images ({channels} x {size} x {size}, {num_classes} classes); classifier {args.arch}, {args.steps} steps", flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    writer = SummaryWriter(str(args.out / "tb"))
+
+    def on_result(protocol: str, setting: str, seed: int, acc: float) -> None:
+        writer.add_scalar(f"classify/{protocol}/{setting}", acc, seed)
+
+    start = time.perf_counter()
+    report, domain_model = run_protocols(train, test, synthetic, plan, settings, num_classes=num_classes, device=device,
+                                         log=lambda s: print(s, flush=True), on_result=on_result)
+    for protocol, settings_ in report.items():
+        for setting, r in settings_.items():
+            writer.add_scalar(f"classify_mean/{protocol}/{setting}", r["accuracy_mean"], 0)
+    writer.close()
+    meta = {
+        "command": "gandist " + shlex.join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name in ("gandist", "__main__.py") else "",
+        "train": str(args.train), "test": str(args.test), "synthetic": str(args.synthetic) if args.synthetic else None,
+        "num_train": len(train), "num_test": len(test), "num_synthetic": len(synthetic) if synthetic else 0,
+        "seeds": args.seeds, "protocols": protocols, **settings_dict(settings), "device": str(device),
+        "elapsed_sec": round(time.perf_counter() - start, 1),
+    }
+    if domain_model is not None:
+        save_classifier(domain_model, args.out / "domain_classifier.safetensors", arch=args.arch, channels=channels, image_size=size,
+                        class_names=train.class_names, train_source=str(args.train), test_accuracy=accuracy(domain_model, test, device))
+    write_report(args.out, report, meta)
+    print((args.out / "classify_report.md").read_text())
+    print(f"wrote {args.out / 'classify_report.md'}, .json, .png" + (", domain_classifier.safetensors" if domain_model is not None else ""))
+    return 0

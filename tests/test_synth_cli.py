@@ -1,0 +1,69 @@
+"""The verbs end to end from the CLI on a tiny run: train -> synth -> eval -> classify."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def gandist(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.run([sys.executable, "-m", "gandist", *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"gandist {' '.join(map(str, args))} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.mark.slow
+def test_train_synth_eval_classify(tmp_path):
+    gandist("shards", "make", "--builtin", "digits", "--split", "train", "--out", tmp_path / "train")
+    gandist("shards", "make", "--builtin", "digits", "--split", "test", "--out", tmp_path / "test")
+    run = tmp_path / "run"
+    gandist("train", "--run-dir", run, f"data.path={tmp_path / 'train'}", "train.steps=2", "train.batch_size=16",
+            "model.g_width=8", "model.d_width=8", "log.progress=false", "log.sample_every_steps=0")
+
+    out = gandist("synth", "--run-dir", run, "--per-class", 12, "--out", tmp_path / "synth", "--truncation", 0.7)
+    manifest = json.loads((tmp_path / "synth" / "manifest.json").read_text())
+    assert "wrote 120 synthetic images" in out.stdout
+    assert manifest["synthetic"] is True and manifest["truncation"] == 0.7 and manifest["generator_step"] == 2
+    assert manifest["class_counts"] == [12] * 10
+    again = gandist("synth", "--run-dir", run, "--per-class", 12, "--out", tmp_path / "synth", check=False)
+    assert again.returncode == 2 and "already holds a dataset" in again.stderr
+
+    ev = gandist("eval", "--run-dir", run, "--num-samples", 100, f"metrics.cache_dir={tmp_path / 'cache'}",
+                 "metrics.kid_subset_size=50", "metrics.kid_num_subsets=3", "metrics.classifier_steps=20", "log.progress=false")
+    result = json.loads((run / "eval.json").read_text())
+    assert result["extractor"].startswith("classifier-resnet8-") and result["num_generated"] == 100 and result["num_real"] > 1000
+    assert result["metrics"]["fid"] > 0 and 0 <= result["metrics"]["class_accuracy"] <= 1
+    assert result["extractor"] in ev.stdout
+
+    report_dir = tmp_path / "report"
+    gandist("classify", "--train", tmp_path / "train", "--test", tmp_path / "test", "--synthetic", tmp_path / "synth",
+            "--protocol", "real,cas,lowdata", "--seeds", 1, "--steps", 15, "--real-fraction", "0.1,1", "--out", report_dir)
+    report = json.loads((report_dir / "classify_report.json").read_text())
+    assert set(report) == {"real", "cas", "lowdata", "meta"}
+    assert report["cas"]["synthetic"]["num_train"] == 120
+    assert report["meta"]["command"].startswith("gandist classify --train")
+    for name in ("classify_report.md", "classify_report.png", "domain_classifier.safetensors"):
+        assert (report_dir / name).is_file(), name
+    assert list((report_dir / "tb").glob("events.out.tfevents.*"))
+
+    # The domain classifier is wired into synth's filter (confidence >= 0 accepts everything).
+    filt = gandist("synth", "--run-dir", run, "--per-class", 2, "--out", tmp_path / "s2", "--filter-classifier",
+                   report_dir / "domain_classifier.safetensors", "--min-confidence", 0.0)
+    assert "filter kept" in filt.stdout and json.loads((tmp_path / "s2" / "manifest.json").read_text())
+
+def test_bad_input_exit_codes(tmp_path):
+    p = gandist("classify", "--train", tmp_path / "nope", "--test", tmp_path / "nope", "--protocol", "cas", "--out", tmp_path / "r", check=False)
+    assert p.returncode == 2 and "--protocol cas needs labelled synthetic data" in p.stderr
+    p = gandist("synth", "--run-dir", tmp_path / "missing", "--per-class", 3, "--out", tmp_path / "s", check=False)
+    assert p.returncode == 2 and "missing" in p.stderr
+    p = gandist("eval", "--run-dir", tmp_path, check=False)
+    assert p.returncode == 2 and "no config.yaml" in p.stderr
