@@ -216,6 +216,28 @@ class Checkpointer:
                 continue
             shutil.rmtree(path, ignore_errors=True)
 
+    def mark_best(self, path: Path, info: dict) -> None:
+        """Keep the committed checkpoint ``path`` as ``ckpt/best`` (hard links: no extra space),
+        with ``BEST.json`` (step, metric); the previous best is replaced only once the new one is complete."""
+        if not self.engine.is_main:
+            return
+        best, tmp, old = self.root / "best", self.root / "best.tmp", self.root / "best.old"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(path, tmp, copy_function=_link_or_copy)
+        atomic_write_bytes(tmp / "BEST.json", json.dumps(info, indent=1).encode())
+        shutil.rmtree(old, ignore_errors=True)
+        if best.exists():
+            os.replace(best, old)
+        os.replace(tmp, best)
+        fsync_dir(self.root)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def read_best(self) -> dict | None:
+        try:
+            return json.loads((self.root / "best" / "BEST.json").read_text())
+        except (OSError, ValueError):
+            return None
+
     # Find and verify ----------------------------------------------------------------------------
     def committed(self) -> list[tuple[int, Path]]:
         """Committed checkpoints (a MANIFEST.json exists), oldest first."""
@@ -261,6 +283,13 @@ class Checkpointer:
         if problems:
             raise CheckpointError("no usable checkpoint in " + str(self.root) + ":\n  " + "\n  ".join(problems))
         return None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not supported
+        shutil.copy2(src, dst)
 
 
 def verify_checkpoint(path: Path) -> str | None:

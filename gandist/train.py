@@ -45,6 +45,8 @@ class Run:
     total_steps: int
     step: int = 0
     noise_generator: torch.Generator | None = None  # reseeded for every draw (sample_latents)
+    dataset_info: Any = None  # gandist.data.DatasetInfo of the real data (metrics compare against it)
+    best_fid: float = float("inf")  # of ckpt/best, restored on resume
 
 
 def train(cfg: Config, run_dir: Path) -> int:
@@ -91,13 +93,16 @@ def train_loop(run: Run) -> int:
             steps_since_log, last_log_time = 0, time.perf_counter()
         if cfg.log.sample_every_steps and run.step % cfg.log.sample_every_steps == 0 or run.step == run.total_steps:
             log_samples(run, fixed_z, fixed_y)
+        new_best = cfg.eval.every_steps and (run.step % cfg.eval.every_steps == 0 or run.step == run.total_steps) and evaluate(run)
         if stop:
             path = save_checkpoint(run)
             logger.info(f"preemption signal: saved {path} at step {run.step}; exiting with code {EXIT_PREEMPTED}")
             preemption.on_preempted(cfg.preemption, is_main=engine.is_main, log=logger.info)
             return EXIT_PREEMPTED
-        if run.step % cfg.checkpoint.every_steps == 0 or run.step == run.total_steps:
-            save_checkpoint(run)
+        if new_best or run.step % cfg.checkpoint.every_steps == 0 or run.step == run.total_steps:
+            path = save_checkpoint(run)
+            if new_best:
+                run.checkpointer.mark_best(path, {"step": run.step, "fid": run.best_fid, "extractor": cfg.eval.extractor})
 
     logger.info(finished_message(run))
     return EXIT_OK
@@ -229,6 +234,21 @@ def log_samples(run: Run, fixed_z: torch.Tensor, fixed_y: torch.Tensor | None) -
     images = run.ema(fixed_z, fixed_y)
     rows = run.spec.num_classes if run.spec.num_classes and len(fixed_z) % run.spec.num_classes == 0 else None
     run.logger.image_grid(run.step, images, nrow=len(fixed_z) // rows if rows else None)
+
+
+def evaluate(run: Run) -> bool:
+    """FID/KID/precision/recall of the EMA generator on all ranks, logged as ``eval/*``.
+    True when the FID beats the best so far (the caller then keeps this step as ``ckpt/best``)."""
+    from gandist.metrics import evaluate_generator
+
+    result = evaluate_generator(run.ema, cfg=run.cfg, dataset_info=run.dataset_info, engine=run.engine,
+                                num_samples=run.cfg.eval.num_samples, step=run.step, progress=False, log=run.logger.info)
+    run.logger.scalars(run.step, {f"eval/{key}": float(value) for key, value in result.items()})
+    fid = float(result["fid"])
+    if fid < run.best_fid:
+        run.best_fid = fid
+        return True
+    return False
 
 
 def fixed_noise(run: Run) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -373,7 +393,10 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
     for message in messages:
         logger.info(message)
     run = Run(cfg=cfg, run_dir=run_dir, engine=engine, spec=spec, model_info=model_info, ema=ema, stream=stream,
-              batches=None, logger=logger, checkpointer=checkpointer, total_steps=total_steps)
+              batches=None, logger=logger, checkpointer=checkpointer, total_steps=total_steps, dataset_info=info)
+    best = checkpointer.read_best()
+    if best and best.get("extractor") == cfg.eval.extractor:
+        run.best_fid = float(best["fid"])
     if resume_from is not None:
         restore_checkpoint(run, resume_from)
         logger.info(f"resuming from {resume_from} at step {run.step} of {total_steps}")
