@@ -176,10 +176,12 @@ def update_ema(run: Run) -> None:
     """EMA of G's weights; buffers (BatchNorm statistics) are copied, not averaged."""
     g = run.engine.unwrap("G")
     decay = run.cfg.train.ema_decay if run.step >= run.cfg.train.ema_start_step else 0.0
-    for p_ema, p in zip(run.ema.parameters(), g.parameters()):
-        p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - decay)
-    for b_ema, b in zip(run.ema.buffers(), g.buffers()):
-        b_ema.copy_(b)
+    ema_params, params = list(run.ema.parameters()), [p.detach() for p in g.parameters()]
+    if params[0].dtype != ema_params[0].dtype:  # zero keeps bf16/fp16 working weights
+        params = [p.to(ema_params[0].dtype) for p in params]
+    # One multi-tensor kernel for all parameters instead of one small kernel each.
+    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    torch._foreach_copy_(list(run.ema.buffers()), list(g.buffers()))
 
 
 def sample_latents(run: Run, batch: int, phase: int, micro: int) -> tuple[torch.Tensor, torch.Tensor | None]:
