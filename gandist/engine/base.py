@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import torch
+import torch.distributed as dist
 
 NetName = Literal["G", "D"]
 
@@ -88,30 +89,45 @@ class Engine(abc.ABC):
     def set_lr(self, name: NetName, lr: float) -> None:
         """Set the learning rate of ``name``'s optimizer."""
 
-    # Cross-rank helpers -----------------------------------------------------------------------
-    @abc.abstractmethod
+    # Cross-rank helpers (the same for every backend: torch.distributed on the launcher's group) --
+    def _distributed(self) -> bool:
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    def reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum of ``values`` over all ranks (every rank gets the result, as float32 on this device)."""
+        values = values.detach().to(self.device, torch.float32).clone()
+        if self._distributed():
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values
+
     def reduce_mean(self, values: torch.Tensor) -> torch.Tensor:
         """Mean of ``values`` over all ranks (every rank gets the result)."""
+        return self.reduce_sum(values) / self.world_size
 
-    @abc.abstractmethod
-    def reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum of ``values`` over all ranks."""
-
-    @abc.abstractmethod
     def all_agree(self, flag: bool) -> bool:
         """True on every rank iff ``flag`` is true on every rank (a min all-reduce)."""
+        # int32, not bool: gloo and NCCL both reduce it.
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
+        if self._distributed():
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
 
     def any_rank(self, flag: bool) -> bool:
         """True on every rank iff ``flag`` is true on at least one rank."""
         return not self.all_agree(not flag)
 
-    @abc.abstractmethod
     def barrier(self) -> None:
         """Wait until every rank reaches this point."""
+        if self._distributed():
+            dist.barrier()
 
-    @abc.abstractmethod
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate ``tensor`` (same shape on every rank) along dim 0 from all ranks, on every rank."""
+        if not self._distributed():
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
 
     # State ------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -94,37 +94,6 @@ class DDPEngine(Engine):
         for group in self._optimizers[name].param_groups:
             group["lr"] = lr
 
-    # Cross-rank helpers -----------------------------------------------------------------------
-    def _distributed(self) -> bool:
-        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
-
-    def reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        values = values.detach().to(self.device, torch.float32).clone()
-        if self._distributed():
-            dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        return values
-
-    def reduce_mean(self, values: torch.Tensor) -> torch.Tensor:
-        return self.reduce_sum(values) / self.world_size
-
-    def all_agree(self, flag: bool) -> bool:
-        # int32, not bool: gloo and NCCL both reduce it.
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
-        if self._distributed():
-            dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
-
-    def barrier(self) -> None:
-        if self._distributed():
-            dist.barrier()
-
-    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        if not self._distributed():
-            return tensor
-        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts, dim=0)
-
     # State ------------------------------------------------------------------------------------
     def full_state(self) -> dict[str, Any]:
         scaler = self.accelerator.scaler

@@ -240,29 +240,6 @@ class ZeroEngine(Engine):
         master = sum(p.numel() * p.element_size() for group in inner.param_groups for p in group["params"])
         return moments + master
 
-    # Cross-rank helpers -----------------------------------------------------------------------
-    def reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        values = values.detach().to(self.device, torch.float32).clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        return values
-
-    def reduce_mean(self, values: torch.Tensor) -> torch.Tensor:
-        return self.reduce_sum(values) / self.world_size
-
-    def all_agree(self, flag: bool) -> bool:
-        # int32, not bool: gloo and NCCL both reduce it.
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
-
-    def barrier(self) -> None:
-        dist.barrier()
-
-    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts, dim=0)
-
     # State ------------------------------------------------------------------------------------
     def full_state(self) -> dict[str, Any]:
         """fp32 G/D weights gathered from every rank's master partition (a collective: call on every rank).
