@@ -20,8 +20,6 @@ def _floats(text: str) -> list[float]:
 
 
 def add_parser(subparsers) -> None:
-    from gandist.classifiers import available_classifiers
-
     p = subparsers.add_parser(
         "classify",
         help="measure whether synthetic images help a classifier (real, CAS, mix, low-data protocols)",
@@ -38,7 +36,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seeds", type=int, default=3, help="training runs per setting, seeds 0..N-1 (default 3)")
     p.add_argument("--real-fraction", type=_floats, default=[0.05, 0.1, 0.25, 1.0], help="lowdata: fractions of the real training set (default 0.05,0.1,0.25,1)")
     p.add_argument("--synthetic-ratio", type=_floats, default=[0.0, 0.5, 1.0, 2.0], help="mix: synthetic images per real image (default 0,0.5,1,2)")
-    p.add_argument("--arch", default="resnet8", choices=available_classifiers(), help="classifier (default resnet8)")
+    # No argparse choices: listing them would import torch for every `gandist --help`;
+    # build_classifier rejects an unknown name with the allowed values.
+    p.add_argument("--arch", default="resnet8", help="classifier: resnet8 (default), resnet14, resnet20, resnet20w32")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps per training run (default 300)")
     p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate (default 0.05)")
@@ -64,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
+    from gandist.classifiers import available_classifiers
     from gandist.classify import ClassifierSettings, ProtocolPlan, accuracy, run_protocols, save_classifier, settings_dict, write_report
 
+    if args.arch not in available_classifiers():
+        raise BadInputError(f"--arch: unknown classifier {args.arch!r}; allowed values: {', '.join(available_classifiers())}")
     protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
     plan = ProtocolPlan(protocols=protocols, seeds=args.seeds, real_fractions=args.real_fraction, synthetic_ratios=args.synthetic_ratio)
     plan.validate(args.synthetic is not None)

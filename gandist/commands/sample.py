@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from gandist.errors import BadInputError
 
 
@@ -40,10 +38,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-@torch.no_grad()
 def generate(g, spec, n: int, *, class_index: int | None = None, seed: int = 0, truncation: float = 0.0,
-             device: str | torch.device = "cpu") -> torch.Tensor:
+             device="cpu"):
     """n images in [-1, 1] from generator g; conditional: class ``class_index`` or classes in blocks."""
+    import torch
+
+    with torch.no_grad():
+        return _generate(torch, g, spec, n, class_index, seed, truncation, device)
+
+
+def _generate(torch, g, spec, n, class_index, seed, truncation, device):
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, spec.z_dim, generator=gen)
     if truncation > 0:  # truncation trick (Brock et al., 2019): resample outliers of the prior

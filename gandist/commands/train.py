@@ -32,10 +32,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gandist.engine import world_size_from_env
-
     cfg = load_config(args.config, args.overrides)
-    cfg.validate(world_size=world_size_from_env())
+    # The launcher's WORLD_SIZE, read before any process group exists (and without torch), so
+    # that batch divisibility is checked before any work starts.
+    cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")))
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         print("resolved config:\n" + _indent(cfg.to_yaml()), flush=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
-import torch
-
-from gandist.models import dcgan, mlp
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,11 @@ class ModelSpec:
         return dict(self.__dict__)
 
 
-Builder = Callable[[ModelSpec], tuple[torch.nn.Module, torch.nn.Module]]
-
-_REGISTRY: dict[str, Builder] = {
-    "dcgan": dcgan.build,
-    "mlp": mlp.build,
+# Name -> module with ``build(spec) -> (G, D)``; imported on use, so that validating a config
+# (and ``gandist --help``) does not import torch.
+_REGISTRY: dict[str, str] = {
+    "dcgan": "gandist.models.dcgan",
+    "mlp": "gandist.models.mlp",
 }
 
 
@@ -42,7 +42,7 @@ def build_models(name: str, spec: ModelSpec) -> tuple[torch.nn.Module, torch.nn.
     """(G, D) for ``spec``. G(z, y) -> images in [-1, 1], B x C x H x W; D(x, y) -> logits, B."""
     if name not in _REGISTRY:
         raise ValueError(f"model.name: unknown model {name!r}; allowed values: {', '.join(available_models())}")
-    return _REGISTRY[name](spec)
+    return importlib.import_module(_REGISTRY[name]).build(spec)
 
 
 def build_generator(name: str, spec: ModelSpec) -> torch.nn.Module:
