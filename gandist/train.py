@@ -87,25 +87,29 @@ def train_loop(run: Run) -> int:
                 f"on rank {engine.rank}); the last good checkpoint in {run.checkpointer.root} is kept. "
                 "Lower optim.lr_d/optim.lr_g, or use train.mixed_precision=no or bf16"
             )
-        if run.step % cfg.log.every_steps == 0 or run.step == run.total_steps:
+        if is_due(run, cfg.log.every_steps):
             log_scalars(run, stats, steps_since_log, time.perf_counter() - last_log_time)
             stats.zero_()
             steps_since_log, last_log_time = 0, time.perf_counter()
-        if cfg.log.sample_every_steps and run.step % cfg.log.sample_every_steps == 0 or run.step == run.total_steps:
+        if is_due(run, cfg.log.sample_every_steps):
             log_samples(run, fixed_z, fixed_y)
-        new_best = cfg.eval.every_steps and (run.step % cfg.eval.every_steps == 0 or run.step == run.total_steps) and evaluate(run)
-        if stop:
-            path = save_checkpoint(run)
-            logger.info(f"preemption signal: saved {path} at step {run.step}; exiting with code {EXIT_PREEMPTED}")
-            preemption.on_preempted(cfg.preemption, is_main=engine.is_main, log=logger.info)
-            return EXIT_PREEMPTED
-        if new_best or run.step % cfg.checkpoint.every_steps == 0 or run.step == run.total_steps:
+        new_best = bool(cfg.eval.every_steps) and is_due(run, cfg.eval.every_steps) and evaluate(run)
+        if stop or new_best or is_due(run, cfg.checkpoint.every_steps):
             path = save_checkpoint(run)
             if new_best:
                 run.checkpointer.mark_best(path, {"step": run.step, "fid": run.best_fid, "extractor": cfg.eval.extractor})
+        if stop:
+            logger.info(f"preemption signal: saved {path} at step {run.step}; exiting with code {EXIT_PREEMPTED}")
+            preemption.on_preempted(cfg.preemption, is_main=engine.is_main, log=logger.info)
+            return EXIT_PREEMPTED
 
     logger.info(finished_message(run))
     return EXIT_OK
+
+
+def is_due(run: Run, every_steps: int) -> bool:
+    """A periodic action is due every ``every_steps`` steps (0: never) and always at the last step."""
+    return (every_steps > 0 and run.step % every_steps == 0) or run.step == run.total_steps
 
 
 # Phases of one step ---------------------------------------------------------------------------
