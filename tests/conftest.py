@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +49,15 @@ def run(gandist_cache):
         return run_gandist(*args, env={"GANDIST_CACHE": str(gandist_cache), **(env or {})}, timeout=timeout)
 
     return _run
+
+
+def slurm_problem() -> str | None:
+    """Why the Slurm tests cannot run here (None when a controller answers with a usable node)."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "Slurm is not installed (no sinfo/sbatch; CI starts one with scripts/slurm_up.sh where available)"
+    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        return f"sinfo failed: no Slurm controller answers ({proc.stderr.strip()})"
+    if not re.search(r"idle|mixed|allocated", proc.stdout):
+        return f"no usable Slurm node (states: {proc.stdout.split()})"
+    return None

@@ -5,11 +5,9 @@ make`` writes (same keys, same bytes, same order), merged parts form an ordinary
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -27,6 +25,7 @@ from gandist.data import read_all
 from gandist.data.merge import merge_parts
 from gandist.data.verify import verify_dir
 from gandist.errors import DataError
+from conftest import slurm_problem
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -248,17 +247,6 @@ def test_bad_and_empty_slice_through_the_command_line(arrays_npz, tmp_path):
 
 # ---- the job array on a real Slurm ----------------------------------------------------------------
 
-def _slurm_problem() -> str | None:
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return "Slurm is not installed (no sinfo/sbatch; CI starts one with scripts/slurm_up.sh where available)"
-    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
-    if proc.returncode != 0:
-        return f"sinfo failed: no Slurm controller answers ({proc.stderr.strip()})"
-    if not re.search(r"idle|mixed|allocated", proc.stdout):
-        return f"no usable Slurm node (states: {proc.stdout.split()})"
-    return None
-
-
 def _task_states(job: str) -> dict[str, str]:
     out = subprocess.run(["squeue", "-h", "-t", "all", "-r", "-j", job, "-o", "%i %T"], capture_output=True, text=True).stdout
     return dict(line.split() for line in out.splitlines() if line.strip())
@@ -267,7 +255,7 @@ def _task_states(job: str) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_job_array_writes_slices_and_merges(tmp_path):
-    problem = _slurm_problem()
+    problem = slurm_problem()
     if problem:
         pytest.skip(problem)
     out, logs = tmp_path / "digits", tmp_path / "logs"

@@ -6,29 +6,18 @@ an uninterrupted run."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from faults_helpers import NUM_STEPS, REPO, TINY, assert_same_weights, env, latest_step, reference_run, wait_for
+from conftest import slurm_problem
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
-def _slurm_problem() -> str | None:
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return "Slurm is not installed (no sinfo/sbatch; CI starts one with scripts/slurm_up.sh where available)"
-    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
-    if proc.returncode != 0:
-        return f"sinfo failed: no Slurm controller answers ({proc.stderr.strip()})"
-    if not re.search(r"idle|mixed|allocated", proc.stdout):
-        return f"no usable Slurm node (states: {proc.stdout.split()})"
-    return None
-
-
-problem = _slurm_problem()
+problem = slurm_problem()
 if problem:
     pytest.skip(problem, allow_module_level=True)
 
