@@ -71,6 +71,10 @@ class ModelConfig:
     """Discriminator width: channels of its widest conv layer."""
     d_minibatch_std: bool = True
     """Minibatch standard deviation feature in D (Karras et al., 2018): counters mode collapse."""
+    spectral_norm_d: Literal["auto", "on", "off"] = "auto"
+    """Spectral norm on D's layers (true/false also accepted); auto: the model's source setting (on for resnet/biggan, off for r3/dcgan/mlp)."""
+    attention_resolution: int = 0
+    """biggan: side in pixels of the G stage (and the D feature map) that gets self-attention, e.g. 16 or 32; 0: none."""
 
     def validate(self) -> None:
         from gandist.models import available_models
@@ -81,6 +85,7 @@ class ModelConfig:
         _check(self.z_dim >= 1, "model.z_dim", "must be >= 1", self.z_dim)
         _check(self.g_width >= 8, "model.g_width", "must be >= 8", self.g_width)
         _check(self.d_width >= 8, "model.d_width", "must be >= 8", self.d_width)
+        _check(self.attention_resolution >= 0, "model.attention_resolution", "must be >= 0 (0: no attention)", self.attention_resolution)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from gandist.errors import EXIT_OK, EXIT_PREEMPTED, DataError, TrainingDiverged
 from gandist.images import to_unit_range
 from gandist.logger import RunLogger
 from gandist.losses import get_loss
-from gandist.models import ModelSpec, build_models
+from gandist.models import SPECTRAL_NORM_D_DEFAULT, ModelSpec, build_models, check_attention, check_model_size
 
 
 @dataclass
@@ -417,14 +417,21 @@ def model_spec(cfg: Config, info) -> ModelSpec:
             f"model.conditional: the dataset {info.manifest_path or cfg.data.path} has no class labels; "
             "set model.conditional=false to train an unconditional GAN"
         )
+    image_size = cfg.data.image_size or info.image_size
+    source = "data.image_size" if cfg.data.image_size else f"data.path {info.manifest_path or cfg.data.path} ({image_size}x{image_size} images)"
+    check_model_size(cfg.model.name, image_size, source)
+    check_attention(cfg.model.name, image_size, cfg.model.attention_resolution)
+    sn_d = {"on": True, "off": False}.get(cfg.model.spectral_norm_d, SPECTRAL_NORM_D_DEFAULT.get(cfg.model.name))
     return ModelSpec(
-        image_size=cfg.data.image_size or info.image_size,
+        image_size=image_size,
         channels=cfg.data.channels or info.channels,
         num_classes=info.num_classes if cfg.model.conditional else 0,
         z_dim=cfg.model.z_dim,
         g_width=cfg.model.g_width,
         d_width=cfg.model.d_width,
         d_minibatch_std=cfg.model.d_minibatch_std,
+        d_spectral_norm=sn_d,
+        attention_resolution=cfg.model.attention_resolution,
     )
 
 

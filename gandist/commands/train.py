@@ -36,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
     # The launcher's WORLD_SIZE, read before any process group exists (and without torch), so
     # that batch divisibility is checked before any work starts.
     cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    if cfg.data.image_size:  # a size the model cannot make is refused before any work starts
+        from gandist.models import check_attention, check_model_size
+
+        check_model_size(cfg.model.name, cfg.data.image_size)
+        check_attention(cfg.model.name, cfg.data.image_size, cfg.model.attention_resolution)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         print("resolved config:\n" + _indent(cfg.to_yaml()), flush=True)

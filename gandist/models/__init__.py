@@ -21,6 +21,9 @@ class ModelSpec:
     g_width: int
     d_width: int
     d_minibatch_std: bool = True
+    # Fields below were added later; their defaults keep older checkpoints' model.json loading.
+    d_spectral_norm: bool | None = None  # spectral norm in D; None: the model's own default
+    attention_resolution: int = 0  # side of the feature map with self-attention (biggan); 0: none
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -29,13 +32,45 @@ class ModelSpec:
 # Name -> module with ``build(spec) -> (G, D)``; imported on use, so that validating a config
 # (and ``gandist --help``) does not import torch.
 _REGISTRY: dict[str, str] = {
+    "biggan": "gandist.models.biggan",
     "dcgan": "gandist.models.dcgan",
     "mlp": "gandist.models.mlp",
+    "r3": "gandist.models.r3",
+    "resnet": "gandist.models.resnet",
 }
+
+# ``model.spectral_norm_d=auto`` resolves to these: the setting each model's source trains with
+# (SNGAN and BigGAN normalise D; DCGAN and R3GAN do not, R3GAN relying on R1 + R2 instead).
+SPECTRAL_NORM_D_DEFAULT: dict[str, bool] = {"biggan": True, "dcgan": False, "mlp": False, "r3": False, "resnet": True}
+
+# Models whose generator makes any side (a fully connected layer); every other model follows
+# the stage rule of ``gandist.models.sizes``.
+_ANY_SIZE = {"mlp"}
 
 
 def available_models() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def check_model_size(name: str, image_size: int, source: str = "data.image_size") -> None:
+    """Refuse, with a ``ConfigError`` naming ``source`` (exit 2), an image size or attention
+    resolution the model cannot build. Pure arithmetic: runs at ``--dry-run`` without torch."""
+    from gandist.models.sizes import check_image_size
+
+    if name in _ANY_SIZE:
+        return
+    check_image_size(name, image_size, source)
+
+
+def check_attention(name: str, image_size: int, attention_resolution: int) -> None:
+    """Refuse a ``model.attention_resolution`` that is no stage side of ``name`` at ``image_size``."""
+    from gandist.models.sizes import check_attention_resolution
+
+    from gandist.errors import ConfigError
+
+    if attention_resolution and name != "biggan":
+        raise ConfigError(f"model.attention_resolution: model {name!r} has no self-attention (only biggan); set it to 0")
+    check_attention_resolution(name, image_size, attention_resolution)
 
 
 def build_models(name: str, spec: ModelSpec) -> tuple[torch.nn.Module, torch.nn.Module]:
