@@ -63,7 +63,13 @@ class ClassConditionalBatchNorm2d(nn.Module):
         if num_classes:
             self.gain = nn.Embedding(num_classes, num_features)
             self.bias = nn.Embedding(num_classes, num_features)
-            nn.init.ones_(self.gain.weight)
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Gains N(1, 0.02), biases 0: near the identity, yet each class distinct from step 0
+        (a whole-model init such as ``xavier_init`` must be followed by this call)."""
+        if self.num_classes:
+            nn.init.normal_(self.gain.weight, 1.0, 0.02)
             nn.init.zeros_(self.bias.weight)
 
     def forward(self, x_bchw: torch.Tensor, y_b: torch.Tensor | None) -> torch.Tensor:
@@ -152,7 +158,9 @@ class SelfAttention(nn.Module):
         self.phi = maybe_sn(nn.Conv2d(ch, max(1, ch // 8), 1, bias=False), sn)
         self.g = maybe_sn(nn.Conv2d(ch, max(1, ch // 2), 1, bias=False), sn)
         self.o = maybe_sn(nn.Conv2d(max(1, ch // 2), ch, 1, bias=False), sn)
-        self.gamma = nn.Parameter(torch.zeros(()))
+        # Shape (1,), not a 0-dim scalar: DeepSpeed broadcasts parameters as byte views, which
+        # torch refuses for 0-dim tensors ("self.dim() cannot be 0 to view Float as Byte").
+        self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x_bchw: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x_bchw.shape

@@ -38,6 +38,9 @@ class Generator(nn.Module):
         self.out_bn = nn.BatchNorm2d(widths[-1])
         self.out_conv = nn.Conv2d(widths[-1], channels, 3, padding=1)
         self.apply(xavier_init)
+        for m in self.modules():
+            if isinstance(m, ClassConditionalBatchNorm2d):
+                m.reset_parameters()
 
     def forward(self, z_bz: torch.Tensor, y_b: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes and y_b is None:
