@@ -60,15 +60,15 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "dcgan"
-    """Generator/discriminator pair from the model registry (``gandist.models``)."""
+    """Generator/discriminator pair from the model registry: dcgan, mlp, resnet, biggan, r3 (see docs/models.md)."""
     conditional: bool = True
     """Class-conditional G and D (needs labelled data); the default, since users make labelled synthetic data."""
     z_dim: int = 8
     """Length of the latent noise vector (8 suits the digits: with 64 a conditional G ignored its noise; natural images: 128)."""
     g_width: int = 32
-    """Generator width: channels of its widest conv layer (dcgan) or hidden units / 8 (mlp)."""
+    """Generator width: channels of its widest conv layer (dcgan; resnet/biggan/r3: of the stages up to 32 px, halved per doubling beyond) or hidden units / 8 (mlp)."""
     d_width: int = 32
-    """Discriminator width: channels of its widest conv layer."""
+    """Discriminator width: channels of its widest conv layer (same stage rule as ``g_width``)."""
     d_minibatch_std: bool = True
     """Minibatch standard deviation feature in D (Karras et al., 2018): counters mode collapse."""
     spectral_norm_d: Literal["auto", "on", "off"] = "auto"
