@@ -6,6 +6,10 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gandist.config import Config, register_check
+from gandist.errors import ConfigError, DataError
+from gandist.models.sizes import check_attention_resolution, check_image_size
+
 if TYPE_CHECKING:
     import torch
 
@@ -27,6 +31,32 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def model_spec(cfg: Config, info) -> ModelSpec:
+    """The spec to build for ``cfg`` on the data ``info`` describes (a ``gandist.data.DatasetInfo``)."""
+    if cfg.model.conditional and not info.num_classes:
+        raise DataError(
+            f"model.conditional: the dataset {info.manifest_path or cfg.data.path} has no class labels; "
+            "set model.conditional=false to train an unconditional GAN"
+        )
+    image_size = cfg.data.image_size or info.image_size
+    if not cfg.data.image_size:  # the data's own size: Config.validate could not check it
+        where = info.manifest_path or cfg.data.path or "the built-in dataset"
+        check_model_size(cfg.model.name, image_size, cfg.model.attention_resolution,
+                         source=f"data.path {where} ({image_size}x{image_size} images)")
+    spectral_norm_d = {"on": True, "off": False}.get(cfg.model.spectral_norm_d, SPECTRAL_NORM_D_DEFAULT.get(cfg.model.name))
+    return ModelSpec(
+        image_size=image_size,
+        channels=cfg.data.channels or info.channels,
+        num_classes=info.num_classes if cfg.model.conditional else 0,
+        z_dim=cfg.model.z_dim,
+        g_width=cfg.model.g_width,
+        d_width=cfg.model.d_width,
+        d_minibatch_std=cfg.model.d_minibatch_std,
+        d_spectral_norm=spectral_norm_d,
+        attention_resolution=cfg.model.attention_resolution,
+    )
 
 
 # Name -> module with ``build(spec) -> (G, D)``; imported on use, so that validating a config
@@ -52,24 +82,25 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def check_model_size(name: str, image_size: int, source: str = "data.image_size") -> None:
-    """Refuse, with a ``ConfigError`` naming ``source`` (exit 2), an image size or attention
-    resolution the model cannot build. Pure arithmetic: runs at ``--dry-run`` without torch."""
-    from gandist.models.sizes import check_image_size
+@register_check
+def check_model_config(cfg: Config) -> None:
+    """``model.name`` names a registered model, and a set ``data.image_size`` is one the model
+    can make (run by ``Config.validate``, so ``--dry-run`` refuses it before torch is imported)."""
+    names = available_models()
+    if cfg.model.name not in names:
+        raise ConfigError(f"model.name: unknown model {cfg.model.name!r}; allowed values: {', '.join(names)}")
+    if cfg.model.attention_resolution and cfg.model.name != "biggan":
+        raise ConfigError(f"model.attention_resolution: model {cfg.model.name!r} has no self-attention (only biggan); set it to 0")
+    if cfg.data.image_size:
+        check_model_size(cfg.model.name, cfg.data.image_size, cfg.model.attention_resolution)
 
+
+def check_model_size(name: str, image_size: int, attention_resolution: int = 0, source: str = "data.image_size") -> None:
+    """Refuse, with a ``ConfigError`` naming ``source`` (exit 2), an image size the model cannot
+    make, or an attention resolution that is no stage side at that size. Pure arithmetic."""
     if name in _ANY_SIZE:
         return
     check_image_size(name, image_size, source)
-
-
-def check_attention(name: str, image_size: int, attention_resolution: int) -> None:
-    """Refuse a ``model.attention_resolution`` that is no stage side of ``name`` at ``image_size``."""
-    from gandist.models.sizes import check_attention_resolution
-
-    from gandist.errors import ConfigError
-
-    if attention_resolution and name != "biggan":
-        raise ConfigError(f"model.attention_resolution: model {name!r} has no self-attention (only biggan); set it to 0")
     check_attention_resolution(name, image_size, attention_resolution)
 
 
