@@ -258,3 +258,12 @@ def test_every_model_trains_on_28_and_48_pixel_data(name, size, odd_size_data, r
     sample = tmp_path / "grid.png"
     proc = run("sample", "--run-dir", run_dir, "--n", "8", "--out", sample)
     assert proc.returncode == 0 and sample.is_file(), proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["resnet", "biggan", "r3"])
+def test_no_zero_dim_parameters(name):
+    """DeepSpeed broadcasts parameters as byte views at initialisation, which torch refuses for
+    0-dim tensors ("self.dim() cannot be 0 to view Float as Byte"): every parameter needs a dim."""
+    spec = ModelSpec(32, 3, 10, z_dim=16, g_width=8, d_width=8, attention_resolution=16 if name == "biggan" else 0)
+    for net in build_models(name, spec):
+        assert all(p.dim() >= 1 for p in net.parameters())
