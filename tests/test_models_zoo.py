@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from gandist.models import ModelSpec, available_models, build_models
+from gandist.config import load_config
+from gandist.errors import ConfigError
+from gandist.models import ModelSpec, available_models, build_models, model_spec
 from gandist.models.sizes import stage_sides
 
 SIZES = [16, 28, 32, 48, 64]
@@ -267,3 +269,33 @@ def test_no_zero_dim_parameters(name):
     spec = ModelSpec(32, 3, 10, z_dim=16, g_width=8, d_width=8, attention_resolution=16 if name == "biggan" else 0)
     for net in build_models(name, spec):
         assert all(p.dim() >= 1 for p in net.parameters())
+
+
+class _Info:
+    """The fields of a DatasetInfo that ``model_spec`` reads."""
+
+    num_classes, image_size, channels, manifest_path, num_samples = 10, 32, 3, "manifest.json", 100
+
+
+@pytest.mark.parametrize("name, default", [("resnet", True), ("biggan", True), ("r3", False)])
+def test_spectral_norm_d_config_resolves_per_model(name, default):
+    cfg = load_config(None, [f"model.name={name}"]).validate()
+    assert model_spec(cfg, _Info()).d_spectral_norm is default
+    flipped = load_config(None, [f"model.name={name}", f"model.spectral_norm_d={'off' if default else 'on'}"]).validate()
+    assert model_spec(flipped, _Info()).d_spectral_norm is (not default)
+
+
+def test_model_options_a_model_lacks_are_refused():
+    assert load_config(None, ["model.spectral_norm_d=true"]).model.spectral_norm_d == "on"  # YAML booleans accepted
+    with pytest.raises(ConfigError, match="model.spectral_norm_d"):
+        load_config(None, ["model.name=mlp", "model.spectral_norm_d=on"]).validate()
+    with pytest.raises(ConfigError, match="model.attention_resolution"):
+        load_config(None, ["model.name=resnet", "model.attention_resolution=16"]).validate()
+
+
+def test_model_json_of_older_checkpoints_still_loads():
+    old = {"image_size": 16, "channels": 1, "num_classes": 10, "z_dim": 8, "g_width": 8, "d_width": 8, "d_minibatch_std": True}
+    spec = ModelSpec(**old)
+    assert spec.d_spectral_norm is None and spec.attention_resolution == 0
+    g, _ = build_models("dcgan", spec)
+    assert g(torch.randn(2, 8), torch.tensor([0, 1])).shape == (2, 1, 16, 16)
