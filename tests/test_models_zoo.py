@@ -63,10 +63,10 @@ def _matrix(w: torch.Tensor) -> torch.Tensor:
 
 
 def test_power_iteration_finds_the_largest_singular_value():
-    from gandist.models.blocks import maybe_sn
+    from gandist.models.blocks import add_spectral_norm
 
     torch.manual_seed(0)
-    conv = maybe_sn(torch.nn.Conv2d(8, 16, 3), True)
+    conv = add_spectral_norm(torch.nn.Conv2d(8, 16, 3))
     with torch.no_grad():
         conv.parametrizations.weight.original.mul_(10.0)  # sigma far from 1
     x = torch.randn(2, 8, 5, 5)
@@ -90,6 +90,13 @@ def test_spectral_norm_bounds_every_d_layer(name):
     _, d = build_models(name, spec)
     modules = _sn_modules(d)
     assert len(modules) >= 6, "spectral norm should wrap every conv/linear/embedding of D"
+    # From the first step on, not only after the power iterations have caught up: the
+    # estimate must belong to the initialised weights (spectral norm applied after the init).
+    d.eval()
+    for m in modules:
+        top = torch.linalg.svdvals(_matrix(m.weight.detach()))[0].item()
+        assert top <= 1.2, f"{name}: {type(m).__name__} starts with largest singular value {top:.2f}"
+    d.train()
     x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,))
     with torch.no_grad():
         for _ in range(200):  # one power iteration per training forward: let them converge
@@ -131,7 +138,7 @@ def test_vector_conditional_batchnorm_uses_the_vector():
     from gandist.models.blocks import VectorConditionalBatchNorm2d
 
     torch.manual_seed(0)
-    bn = VectorConditionalBatchNorm2d(4, cond_dim=6, sn=False).eval()
+    bn = VectorConditionalBatchNorm2d(4, cond_dim=6).eval()
     x, c = torch.randn(2, 4, 3, 3), torch.randn(2, 6)
     zero = bn(x, torch.zeros(2, 6))
     assert torch.allclose(zero, bn.bn(x))  # gain 1 + 0, bias 0
@@ -170,6 +177,7 @@ def test_biggan_hierarchical_latent_feeds_every_stage():
     # Each block's BatchNorm gains see exactly its chunk plus the shared class embedding.
     for block in g.blocks:
         assert block.norm1.gain.parametrizations.weight.original.shape[1] == 5 + 128
+    assert not parametrize.is_parametrized(g.shared, "weight")  # BigGAN's shared embedding is plain
     # The shared embedding is one table for all blocks: changing it changes the image.
     with torch.no_grad():
         g.shared.weight[1] += 0.5
@@ -184,7 +192,7 @@ def test_biggan_attention_starts_as_identity_and_is_placed_by_resolution():
     assert list(g.attention) == ["16"]
     d = Discriminator(32, 3, width=16, attention_resolution=16)
     assert sum(isinstance(m, SelfAttention) for m in d.modules()) == 1
-    layer = SelfAttention(16, sn=False)
+    layer = SelfAttention(16)
     x = torch.randn(2, 16, 7, 7)  # odd side: keys and values pool to 3x3
     assert torch.equal(layer(x), x)
     with torch.no_grad():
@@ -304,3 +312,13 @@ def test_model_json_of_older_checkpoints_still_loads():
     assert spec.d_spectral_norm is None and spec.attention_resolution == 0
     g, _ = build_models("dcgan", spec)
     assert g(torch.randn(2, 8), torch.tensor([0, 1])).shape == (2, 1, 16, 16)
+
+
+def test_biggan_generator_starts_with_normalised_weights():
+    from gandist.models.biggan import Generator
+
+    g = Generator(32, 3, z_dim=16, width=16, num_classes=10, attention_resolution=16).eval()
+    modules = _sn_modules(g)
+    assert len(modules) >= 10  # every conv and linear of G, as in BigGAN
+    tops = [torch.linalg.svdvals(_matrix(m.weight.detach()))[0].item() for m in modules]
+    assert max(tops) <= 1.2, max(tops)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gandist.errors import ConfigError
-from gandist.models.blocks import DBlock, GBlock, SelfAttention, VectorConditionalBatchNorm2d, maybe_sn, orthogonal_init, stage_widths
+from gandist.models.blocks import DBlock, GBlock, SelfAttention, VectorConditionalBatchNorm2d, add_spectral_norm, orthogonal_init, stage_widths
 from gandist.models.layers import MinibatchStd, ProjectionHead
 from gandist.models.sizes import check_attention_resolution, check_image_size
 
@@ -48,22 +48,24 @@ class Generator(nn.Module):
         shared_dim = embed_dim if num_classes else 0
         widths = stage_widths(width, num_doublings)
         self.widths = widths
-        self.linear = maybe_sn(nn.Linear(chunk_dims[0], widths[0] * self.base * self.base), True)
+        self.linear = nn.Linear(chunk_dims[0], widths[0] * self.base * self.base)
         self.blocks = nn.ModuleList()
         self.attention = nn.ModuleDict()
         side = self.base
         if attention_resolution == side:
-            self.attention[str(side)] = SelfAttention(widths[0], sn=True)
+            self.attention[str(side)] = SelfAttention(widths[0])
         for j in range(num_doublings):
             cond_dim = chunk_dims[j + 1] + shared_dim
-            self.blocks.append(GBlock(widths[j], widths[j + 1], VectorConditionalBatchNorm2d(widths[j], cond_dim, sn=True),
-                                      VectorConditionalBatchNorm2d(widths[j + 1], cond_dim, sn=True), sn=True))
+            self.blocks.append(GBlock(widths[j], widths[j + 1], VectorConditionalBatchNorm2d(widths[j], cond_dim),
+                                      VectorConditionalBatchNorm2d(widths[j + 1], cond_dim)))
             side *= 2
             if attention_resolution == side:
-                self.attention[str(side)] = SelfAttention(widths[j + 1], sn=True)
+                self.attention[str(side)] = SelfAttention(widths[j + 1])
         self.out_bn = nn.BatchNorm2d(widths[-1])
-        self.out_conv = maybe_sn(nn.Conv2d(widths[-1], channels, 3, padding=1), True)
+        self.out_conv = nn.Conv2d(widths[-1], channels, 3, padding=1)
         self.apply(orthogonal_init)
+        # Spectral norm on every G layer, as in BigGAN, except the shared class embedding.
+        add_spectral_norm(self, skip=(self.shared,) if self.shared is not None else ())
 
     def forward(self, z_bz: torch.Tensor, y_b: torch.Tensor | None = None) -> torch.Tensor:
         chunks = torch.tensor_split(z_bz, self.num_chunks, dim=1)       # one latent chunk per stage
@@ -95,19 +97,18 @@ class Discriminator(nn.Module):
         layers: list[nn.Module] = []
         in_ch, side, attended = channels, image_size, False
         for j in range(num_doublings, 0, -1):
-            layers.append(DBlock(in_ch, widths[j - 1], down=True, first=not layers, sn=sn))
+            layers.append(DBlock(in_ch, widths[j - 1], down=True, first=not layers))
             in_ch, side = widths[j - 1], side // 2
             if attention_resolution and not attended and side <= attention_resolution:
-                layers.append(SelfAttention(in_ch, sn=sn))
+                layers.append(SelfAttention(in_ch))
                 attended = True
-        layers.append(DBlock(in_ch, widths[0], down=False, first=False, sn=sn))
+        layers.append(DBlock(in_ch, widths[0], down=False, first=False))
         self.blocks = nn.Sequential(*layers)
         self.mbstd = MinibatchStd() if minibatch_std else nn.Identity()
         self.head = ProjectionHead(widths[0] + int(minibatch_std), num_classes)
-        maybe_sn(self.head.linear, sn)
-        if self.head.embed is not None:
-            maybe_sn(self.head.embed, sn)
         self.apply(orthogonal_init)
+        if sn:  # after the init: see add_spectral_norm
+            add_spectral_norm(self)
 
     def forward(self, x_bchw: torch.Tensor, y_b: torch.Tensor | None = None) -> torch.Tensor:
         h = self.mbstd(F.relu(self.blocks(x_bchw)))                     # B x C x base x base

@@ -25,20 +25,28 @@ def stage_widths(width: int, num_doublings: int, floor: int = 8) -> list[int]:
     return [max(floor, width >> max(0, j - 3)) for j in range(num_doublings + 1)]
 
 
-def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
-    """``module`` with spectral normalisation of its weight (Miyato et al., 2018) when enabled.
+def add_spectral_norm(net: nn.Module, skip: tuple[nn.Module, ...] = ()) -> nn.Module:
+    """Spectral normalisation (Miyato et al., 2018) of every conv, linear and embedding weight
+    in ``net`` except the modules in ``skip``; returns ``net``.
 
-    torch's parametrization runs one power iteration per training forward and keeps the
-    estimate (``_u``, ``_v``) as buffers, so it is saved in checkpoints and broadcast by DDP.
+    Call it after the weights are initialised: torch's parametrization runs its power iterations
+    on the weight it sees at registration, and re-initialising afterwards leaves the estimate
+    (``_u``, ``_v``) belonging to another matrix, so the first steps would run with weights
+    whose largest singular value is far above 1. The estimate then advances one power
+    iteration per training forward; it lives in buffers, so checkpoints keep it and DDP
+    broadcasts it.
     """
-    return spectral_norm(module) if enabled else module
+    targets = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))
+               and not any(m is s for s in skip)]
+    for m in targets:
+        spectral_norm(m)
+    return net
 
 
 def orthogonal_init(module: nn.Module) -> None:
     """BigGAN's initialisation: orthogonal weights, zero biases (``--G_init ortho``)."""
     if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
-        weight = module.parametrizations.weight.original if hasattr(module, "parametrizations") else module.weight
-        nn.init.orthogonal_(weight)
+        nn.init.orthogonal_(module.weight)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
 
@@ -46,8 +54,7 @@ def orthogonal_init(module: nn.Module) -> None:
 def xavier_init(module: nn.Module) -> None:
     """SNGAN's initialisation: Xavier-uniform weights, zero biases."""
     if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
-        weight = module.parametrizations.weight.original if hasattr(module, "parametrizations") else module.weight
-        nn.init.xavier_uniform_(weight)
+        nn.init.xavier_uniform_(module.weight)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
 
@@ -85,11 +92,11 @@ class VectorConditionalBatchNorm2d(nn.Module):
     """BatchNorm whose gain ``1 + W_g c`` and bias ``W_b c`` are linear in a conditioning
     vector ``c`` (BigGAN: ``c`` = the block's latent chunk joined to the shared class embedding)."""
 
-    def __init__(self, num_features: int, cond_dim: int, sn: bool):
+    def __init__(self, num_features: int, cond_dim: int):
         super().__init__()
         self.bn = nn.BatchNorm2d(num_features, affine=False)
-        self.gain = maybe_sn(nn.Linear(cond_dim, num_features, bias=False), sn)
-        self.bias = maybe_sn(nn.Linear(cond_dim, num_features, bias=False), sn)
+        self.gain = nn.Linear(cond_dim, num_features, bias=False)
+        self.bias = nn.Linear(cond_dim, num_features, bias=False)
 
     def forward(self, x_bchw: torch.Tensor, c_bk: torch.Tensor) -> torch.Tensor:
         gain = 1.0 + self.gain(c_bk)[:, :, None, None]
@@ -104,12 +111,12 @@ class GBlock(nn.Module):
     conditioning vector (biggan).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, norm1: nn.Module, norm2: nn.Module, sn: bool = False):
+    def __init__(self, in_ch: int, out_ch: int, norm1: nn.Module, norm2: nn.Module):
         super().__init__()
         self.norm1, self.norm2 = norm1, norm2
-        self.conv1 = maybe_sn(nn.Conv2d(in_ch, out_ch, 3, padding=1), sn)
-        self.conv2 = maybe_sn(nn.Conv2d(out_ch, out_ch, 3, padding=1), sn)
-        self.shortcut = maybe_sn(nn.Conv2d(in_ch, out_ch, 1), sn)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1)
 
     def forward(self, x_bchw: torch.Tensor, cond) -> torch.Tensor:
         h = F.relu(self.norm1(x_bchw, cond))
@@ -126,12 +133,12 @@ class DBlock(nn.Module):
     is a 1x1 conv when the channels change or the block downsamples.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, *, down: bool, first: bool, sn: bool):
+    def __init__(self, in_ch: int, out_ch: int, *, down: bool, first: bool):
         super().__init__()
         self.down, self.first = down, first
-        self.conv1 = maybe_sn(nn.Conv2d(in_ch, out_ch, 3, padding=1), sn)
-        self.conv2 = maybe_sn(nn.Conv2d(out_ch, out_ch, 3, padding=1), sn)
-        self.shortcut = maybe_sn(nn.Conv2d(in_ch, out_ch, 1), sn) if (in_ch != out_ch or down) else None
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if (in_ch != out_ch or down) else None
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         # floor(H / 2): an odd side (7 -> 3) only happens below the stage plan's base, never here.
@@ -152,12 +159,12 @@ class SelfAttention(nn.Module):
     keys and values max-pooled 2x, output scaled by a learned gamma that starts at 0 so the
     block is the identity at initialisation."""
 
-    def __init__(self, ch: int, sn: bool):
+    def __init__(self, ch: int):
         super().__init__()
-        self.theta = maybe_sn(nn.Conv2d(ch, max(1, ch // 8), 1, bias=False), sn)
-        self.phi = maybe_sn(nn.Conv2d(ch, max(1, ch // 8), 1, bias=False), sn)
-        self.g = maybe_sn(nn.Conv2d(ch, max(1, ch // 2), 1, bias=False), sn)
-        self.o = maybe_sn(nn.Conv2d(max(1, ch // 2), ch, 1, bias=False), sn)
+        self.theta = nn.Conv2d(ch, max(1, ch // 8), 1, bias=False)
+        self.phi = nn.Conv2d(ch, max(1, ch // 8), 1, bias=False)
+        self.g = nn.Conv2d(ch, max(1, ch // 2), 1, bias=False)
+        self.o = nn.Conv2d(max(1, ch // 2), ch, 1, bias=False)
         # Shape (1,), not a 0-dim scalar: DeepSpeed broadcasts parameters as byte views, which
         # torch refuses for 0-dim tensors ("self.dim() cannot be 0 to view Float as Byte").
         self.gamma = nn.Parameter(torch.zeros(1))

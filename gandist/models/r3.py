@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gandist.models.blocks import lrelu_gain, maybe_sn, stage_widths
+from gandist.models.blocks import add_spectral_norm, lrelu_gain, stage_widths
 from gandist.models.layers import MinibatchStd
 from gandist.models.sizes import check_image_size
 
@@ -57,7 +57,7 @@ class BiasedLeakyReLU(nn.Module):
 class ResidualBlock(nn.Module):
     """x + conv1x1(act(grouped conv3x3(act(conv1x1(x))))), no normalization."""
 
-    def __init__(self, ch: int, num_blocks_total: int, sn: bool = False):
+    def __init__(self, ch: int, num_blocks_total: int):
         super().__init__()
         expanded = ch * EXPANSION
         groups = max(1, expanded // GROUP_CHANNELS)
@@ -69,16 +69,8 @@ class ResidualBlock(nn.Module):
         self.project = nn.Conv2d(expanded, ch, 1, bias=False)
         he_init_(self.expand.weight, gain)
         he_init_(self.mix.weight, gain)
-        if sn:
-            # Spectral norm divides by the largest singular value, which is 0 for a zero matrix:
-            # start small instead (the block is then close to, not exactly, the identity).
-            he_init_(self.project.weight, 1e-2)
-        else:
-            nn.init.zeros_(self.project.weight)  # the block starts as the identity
+        nn.init.zeros_(self.project.weight)  # the block starts as the identity
         self.act1, self.act2 = BiasedLeakyReLU(expanded), BiasedLeakyReLU(expanded)
-        if sn:
-            for name in ("expand", "mix", "project"):
-                maybe_sn(getattr(self, name), True)
 
     def forward(self, x_bchw: torch.Tensor) -> torch.Tensor:
         return x_bchw + self.project(self.act2(self.mix(self.act1(self.expand(x_bchw)))))
@@ -112,12 +104,11 @@ class Upsample(nn.Module):
 class Downsample(nn.Module):
     """[1,3,3,1] blur with stride 2, then a 1x1 conv when the channels change."""
 
-    def __init__(self, in_ch: int, out_ch: int, sn: bool = False):
+    def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
         self.linear = nn.Conv2d(in_ch, out_ch, 1, bias=False) if in_ch != out_ch else None
         if self.linear is not None:
             he_init_(self.linear.weight)
-            maybe_sn(self.linear, sn)
         self.register_buffer("kernel", _lowpass_kernel(), persistent=False)
 
     def forward(self, x_bchw: torch.Tensor) -> torch.Tensor:
@@ -168,26 +159,34 @@ class Discriminator(nn.Module):
         self.base, num_doublings = check_image_size(NAME, image_size)
         widths = stage_widths(width, num_doublings)      # widths[j]: channels at side base * 2**j
         num_blocks = BLOCKS_PER_STAGE * len(widths)
-        self.from_image = maybe_sn(nn.Conv2d(channels, widths[-1], 1, bias=False), sn)
-        he_init_(self.from_image.parametrizations.weight.original if sn else self.from_image.weight)
+        self.from_image = nn.Conv2d(channels, widths[-1], 1, bias=False)
+        he_init_(self.from_image.weight)
         stages = []
         for j in range(num_doublings, 0, -1):
-            stages.append(nn.Sequential(*[ResidualBlock(widths[j], num_blocks, sn) for _ in range(BLOCKS_PER_STAGE)],
-                                        Downsample(widths[j], widths[j - 1], sn)))
-        stages.append(nn.Sequential(*[ResidualBlock(widths[0], num_blocks, sn) for _ in range(BLOCKS_PER_STAGE)]))
+            stages.append(nn.Sequential(*[ResidualBlock(widths[j], num_blocks) for _ in range(BLOCKS_PER_STAGE)],
+                                        Downsample(widths[j], widths[j - 1])))
+        stages.append(nn.Sequential(*[ResidualBlock(widths[0], num_blocks) for _ in range(BLOCKS_PER_STAGE)]))
         self.stages = nn.Sequential(*stages)
         self.mbstd = MinibatchStd() if minibatch_std else nn.Identity()
         ch = widths[0] + int(minibatch_std)
         # Last stage: a depthwise base x base conv reads each channel's map into one number.
-        self.basis = maybe_sn(nn.Conv2d(ch, ch, self.base, groups=ch, bias=False), sn)
-        he_init_(self.basis.parametrizations.weight.original if sn else self.basis.weight)
+        self.basis = nn.Conv2d(ch, ch, self.base, groups=ch, bias=False)
+        he_init_(self.basis.weight)
         out_dim = widths[0] if num_classes else 1
-        self.to_out = maybe_sn(nn.Linear(ch, out_dim, bias=False), sn)
-        he_init_(self.to_out.parametrizations.weight.original if sn else self.to_out.weight)
+        self.to_out = nn.Linear(ch, out_dim, bias=False)
+        he_init_(self.to_out.weight)
         # Projection: logit = <embed(y), features>; embedding scaled so the logit starts O(1).
         self.embed = nn.Embedding(num_classes, out_dim) if num_classes else None
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 1.0 / math.sqrt(out_dim))
+        if sn:
+            # Spectral norm cannot normalise a zero matrix (its largest singular value is 0):
+            # the last conv of each block starts small instead, so blocks start near, not at,
+            # the identity. Applied after the init: see add_spectral_norm.
+            for block in self.modules():
+                if isinstance(block, ResidualBlock):
+                    he_init_(block.project.weight, 1e-2)
+            add_spectral_norm(self)
 
     def forward(self, x_bchw: torch.Tensor, y_b: torch.Tensor | None = None) -> torch.Tensor:
         h = self.mbstd(self.stages(self.from_image(x_bchw)))          # B x C0 x base x base

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gandist.models.blocks import ClassConditionalBatchNorm2d, DBlock, GBlock, maybe_sn, stage_widths, xavier_init
+from gandist.models.blocks import ClassConditionalBatchNorm2d, DBlock, GBlock, add_spectral_norm, stage_widths, xavier_init
 from gandist.models.layers import MinibatchStd, ProjectionHead
 from gandist.models.sizes import check_image_size
 
@@ -60,16 +60,15 @@ class Discriminator(nn.Module):
         blocks = []
         in_ch = channels
         for j in range(num_doublings, 0, -1):                   # side base*2**j -> base*2**(j-1)
-            blocks.append(DBlock(in_ch, widths[j - 1], down=True, first=not blocks, sn=sn))
+            blocks.append(DBlock(in_ch, widths[j - 1], down=True, first=not blocks))
             in_ch = widths[j - 1]
-        blocks.append(DBlock(in_ch, widths[0], down=False, first=False, sn=sn))
+        blocks.append(DBlock(in_ch, widths[0], down=False, first=False))
         self.blocks = nn.Sequential(*blocks)
         self.mbstd = MinibatchStd() if minibatch_std else nn.Identity()
         self.head = ProjectionHead(widths[0] + int(minibatch_std), num_classes)
-        maybe_sn(self.head.linear, sn)
         self.apply(xavier_init)
-        if self.head.embed is not None:
-            maybe_sn(self.head.embed, sn)
+        if sn:  # after the init: see add_spectral_norm
+            add_spectral_norm(self)
 
     def forward(self, x_bchw: torch.Tensor, y_b: torch.Tensor | None = None) -> torch.Tensor:
         h = self.mbstd(F.relu(self.blocks(x_bchw)))             # B x C x base x base
