@@ -229,7 +229,7 @@ class EvalConfig:
 @dataclass
 class MetricsConfig:
     inception_weights: str = ""
-    """Local file of torch-fidelity's Inception-v3 weights (``weights-inception-2015-12-05-6726825d.pth``) for ``eval.extractor=inception``; never downloaded."""
+    """Local file of the FID Inception-v3 weights (``pt_inception-2015-12-05-6726825d.pth``, sha256 checked) for ``eval.extractor=inception``; never downloaded."""
     classifier: str = ""
     """Domain classifier for ``eval.extractor=classifier`` (``DIR/domain_classifier.safetensors`` from ``gandist classify``); empty: train one on the real data on first use and cache it."""
     classifier_steps: int = 300

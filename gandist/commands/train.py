@@ -36,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
     # The launcher's WORLD_SIZE, read before any process group exists (and without torch), so
     # that batch divisibility is checked before any work starts.
     cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    if cfg.eval.extractor == "inception":
+        # The first eval comes after minutes of training: check the weights file now.
+        from gandist.metrics.inception_file import check_weights_file
+
+        check_weights_file(cfg.metrics.inception_weights)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         print("resolved config:\n" + _indent(cfg.to_yaml()), flush=True)
