@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse: 0 for --help, 2 for bad usage
         return int(e.code or 0)
     try:
+        from gandist.runtime import apply_thread_budget
+
+        apply_thread_budget()
         return int(args.func(args) or 0)
     except GandistError as e:
         print(f"gandist {args.verb}: error: {e}", file=sys.stderr)

@@ -32,7 +32,7 @@ class DataConfig:
     mode: Literal["epoch", "resampled"] = "epoch"
     """``epoch``: every sample once per epoch across ranks; ``resampled``: infinite stream of shards drawn with replacement."""
     num_workers: int = 0
-    """DataLoader worker processes per rank (0: read in the training process)."""
+    """DataLoader worker processes per rank (0: read in the training process; -1: from the CPUs this process may use, at most 4)."""
     shuffle_buffer: int = 2000
     """Samples held in the shuffle buffer of each worker."""
     image_size: int = 0
@@ -49,7 +49,7 @@ class DataConfig:
     """Random-crop augmentation: reflect-pad by this many pixels, crop back to size; 0: off."""
 
     def validate(self) -> None:
-        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0", self.num_workers)
+        _check(self.num_workers >= -1, "data.num_workers", "must be >= 0, or -1 (from the CPUs)", self.num_workers)
         _check(self.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0", self.shuffle_buffer)
         _check(self.image_size == 0 or self.image_size >= 4, "data.image_size", "must be 0 (dataset size) or >= 4", self.image_size)
         _check(self.channels in (0, 1, 3), "data.channels", "must be one of 0 (dataset), 1, 3", self.channels)

@@ -10,6 +10,7 @@ import yaml
 
 from gandist.config import Config, changed_keys, config_from_dict, load_config
 from gandist.errors import ConfigError
+from gandist.runtime import explicit_keys, resolve_mixed_precision, apply_thread_budget
 
 # Keys a resumed run may change without --allow-config-change: training longer is the point
 # of resuming; anything else would silently mix two experiments in one run directory.
@@ -33,6 +34,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    precision_explicit = "train.mixed_precision" in explicit_keys(args.config, args.overrides)
+    cfg.train.mixed_precision, precision_note = resolve_mixed_precision(cfg.train.mixed_precision, precision_explicit)
     # The launcher's WORLD_SIZE, read before any process group exists (and without torch), so
     # that batch divisibility is checked before any work starts.
     cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")))
@@ -43,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
         check_weights_file(cfg.metrics.inception_weights)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
+        if precision_note:
+            print(precision_note, flush=True)
+        num_threads, source = apply_thread_budget()
+        print(f"torch threads per process: {num_threads} ({source})", flush=True)
         print("resolved config:\n" + _indent(cfg.to_yaml()), flush=True)
     if args.dry_run:
         return 0
