@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
         "train",
         help="train a GAN (resumes when --run-dir has checkpoints)",
         description="Train a GAN. Config: defaults < --config YAML < key.sub=value overrides. "
-        "Running the same command again with the same --run-dir resumes from the newest good checkpoint.",
+        "Running the same command again with the same --run-dir resumes from the newest good checkpoint. "
+        "Every config key with its type, default and meaning: gandist config (one key: gandist config train.steps).",
     )
     p.add_argument("--config", type=Path, help="experiment YAML (see configs/)")
     p.add_argument("--run-dir", type=Path, default=Path("runs/default"), help="outputs: config.yaml, tb/, ckpt/, samples/ (default: runs/default)")
