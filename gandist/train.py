@@ -396,6 +396,8 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
 
     logger = RunLogger(run_dir, engine.is_main, start_step=resume_step, total_steps=total_steps,
                        progress=cfg.log.progress)
+    if not resume_step:
+        logger.config(cfg.to_dict())
     for message in messages:
         logger.info(message)
     run = Run(cfg=cfg, run_dir=run_dir, engine=engine, spec=spec, model_info=model_info, ema=ema, stream=stream,
