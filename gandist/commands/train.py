@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import yaml
 
 from gandist.config import Config, changed_keys, config_from_dict, load_config
+from gandist.engine.launch import launch_env
 from gandist.errors import ConfigError
-from gandist.runtime import explicit_keys, resolve_mixed_precision, apply_thread_budget
+from gandist.fileio import atomic_write_text
+from gandist.runtime import apply_thread_budget, explicit_keys, resolve_mixed_precision
 
 # Keys a resumed run may change without --allow-config-change: training longer is the point
 # of resuming; anything else would silently mix two experiments in one run directory.
@@ -37,16 +38,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     precision_explicit = "train.mixed_precision" in explicit_keys(args.config, args.overrides)
     cfg.train.mixed_precision, precision_note = resolve_mixed_precision(cfg.train.mixed_precision, precision_explicit)
-    # The launcher's WORLD_SIZE, read before any process group exists (and without torch), so
+    # The launcher's world size, read before any process group exists (and without torch), so
     # that batch divisibility is checked before any work starts.
-    cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    launch = launch_env()
+    cfg.validate(world_size=launch.world_size)
     if cfg.eval.extractor == "inception":
         # The first eval comes after minutes of training: check the weights file now.
         from gandist.metrics.inception_file import check_weights_file
 
         check_weights_file(cfg.metrics.inception_weights)
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    if is_main:
+    if launch.is_main:
         if precision_note:
             print(precision_note, flush=True)
         num_threads, source = apply_thread_budget()
@@ -55,11 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     check_run_dir_config(args.run_dir, cfg, allow_change=args.allow_config_change)
-    if is_main:
+    if launch.is_main:
         args.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = args.run_dir / "config.yaml.tmp"
-        tmp.write_text(cfg.to_yaml())
-        os.replace(tmp, args.run_dir / "config.yaml")
+        atomic_write_text(args.run_dir / "config.yaml", cfg.to_yaml())
 
     from gandist.train import train
 
