@@ -26,7 +26,8 @@ def doc_text(path: Path) -> str:
 
 
 def code_blocks(text: str) -> list[str]:
-    return re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S)
+    """Shell (and unlabelled) fenced blocks; other languages' blocks are skipped whole."""
+    return [body for lang, body in re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M) if lang in ("", "bash", "sh")]
 
 
 def inline_spans(text: str) -> list[str]:
