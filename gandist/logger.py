@@ -79,9 +79,10 @@ class RunLogger:
         self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step or None)
         self._truncate_metrics(start_step)
         if progress:
-            from tqdm import tqdm
+            from gandist.progress import progress_bar
 
-            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr)
+            # A tqdm bar on a terminal; in a log file, a plain line every 30 s (gandist.progress).
+            self._bar = progress_bar(total_steps, "train", unit="step", initial=start_step)
 
     def config(self, config: dict) -> None:
         """The resolved config in TensorBoard: as hparams, so runs compare in the HParams tab with

@@ -290,9 +290,9 @@ def write_shards(
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from gandist.progress import progress_bar
 
-        bar = tqdm(total=num_samples_hint, initial=source_pos, unit="img", desc="shards make", file=sys.stderr)
+        bar = progress_bar(num_samples_hint, "shards make", unit="img", initial=source_pos)
 
     unreadable: list[str] = []
     num_unreadable = num_skipped_before
