@@ -166,7 +166,7 @@ class LogConfig:
     num_grid_images: int = 100
     """Images in the sample grid (conditional: rounded down to whole rows, one row per class)."""
     progress: bool = True
-    """Console progress bar on rank zero."""
+    """Progress with ETA on rank zero: a bar on a terminal; in a log file, a plain line every 30 s (``GANDIST_PROGRESS_INTERVAL_SEC``)."""
 
     def validate(self) -> None:
         _check(self.every_steps >= 1, "log.every_steps", "must be >= 1", self.every_steps)
