@@ -41,8 +41,10 @@ export PET_SIGNALS_TO_HANDLE="${PET_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIG
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-600}"
 
 first_host() {  # first host of a Slurm node list: "gpu[03-05,07],cpu1" -> gpu03
-  if command -v scontrol >/dev/null 2>&1; then
-    scontrol show hostnames "$1" | head -n 1
+  # scontrol needs a Slurm config; where it is installed without one, parse the list ourselves.
+  local hosts
+  if command -v scontrol >/dev/null 2>&1 && hosts="$(scontrol show hostnames "$1" 2>/dev/null)" && [[ -n "$hosts" ]]; then
+    echo "${hosts%%$'\n'*}"
     return
   fi
   local list="${1%%,*}"
