@@ -108,3 +108,12 @@ def test_train_reports_its_budget_under_taskset(run):
     p = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "torch threads per process: 1 (CPU affinity)" in p.stdout
+
+
+def test_real_accelerate_launch_passes_its_precision(tmp_path):
+    env = gandist_env()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", "--mixed_precision", "bf16",
+           "-m", "gandist", "train", "--dry-run", "train.steps=3"]
+    p = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert yaml.safe_load(p.stdout.split("resolved config:\n", 1)[1])["train"]["mixed_precision"] == "bf16"
