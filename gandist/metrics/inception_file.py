@@ -3,22 +3,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from gandist.errors import ConfigError
+from gandist.fileio import sha256_file
 
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + WEIGHTS_FILENAME
 WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_weights_file(weights_path: str | Path, expected_sha256: str | None = WEIGHTS_SHA256) -> str:
@@ -36,7 +28,7 @@ def check_weights_file(weights_path: str | Path, expected_sha256: str | None = W
         raise ConfigError(
             f"metrics.inception_weights: file not found: {path} (expected {WEIGHTS_FILENAME}, sha256 {WEIGHTS_SHA256}, from {WEIGHTS_URL})"
         )
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     if expected_sha256 is not None and digest != expected_sha256:
         raise ConfigError(
             f"metrics.inception_weights: {path}: sha256 {digest} is not that of {WEIGHTS_FILENAME} ({expected_sha256}); "
