@@ -150,3 +150,13 @@ def test_the_scan_finds_what_it_should():
 def test_paths_in_experiment_configs_exist(config):
     for m in PATH_RE.finditer(config.read_text()):
         assert (REPO / m.group(1)).exists(), f"{config.name} names {m.group(1)}, which is not in the repository"
+
+
+def test_slurm_starter_is_our_own_and_parses():
+    script = REPO / "scripts" / "slurm_up.sh"
+    text = script.read_text()
+    assert "shared/" not in text and "slurm-local" not in text  # nothing outside the repository
+    assert "apt-get install" in text and "slurmctld" in text and "slurmd" in text
+    import subprocess
+
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
