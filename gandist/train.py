@@ -287,6 +287,8 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
 
     logger = RunLogger(run_dir, engine.is_main, start_step=checkpointer.step_of(resume_from), total_steps=total_steps,
                        progress=cfg.log.progress)
+    if resume_from is None:
+        logger.config(cfg.to_dict())
     for note in notes:
         logger.info(note)
     run = Run(cfg=cfg, run_dir=run_dir, engine=engine, spec=spec, state=state, batches=None, logger=logger,
