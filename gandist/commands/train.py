@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import yaml
 
 from gandist.config import Config, changed_keys, config_from_dict, load_config
+from gandist.engine.launch import launch_env
 from gandist.errors import BadInputError, ConfigError
+from gandist.fileio import atomic_write_text
 from gandist.run_lock import acquire_run_dir
 
 # Keys a resumed run may change without --allow-config-change: training longer is the point
@@ -34,19 +35,19 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    # The launcher's WORLD_SIZE, read before any process group exists (and without torch), so
+    # The launcher's world size, read before any process group exists (and without torch), so
     # that batch divisibility is checked before any work starts.
-    cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")))
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    if is_main:
+    launch = launch_env()
+    cfg.validate(world_size=launch.world_size)
+    if launch.is_main:
         print("resolved config:\n" + _indent(cfg.to_yaml()), flush=True)
     if args.dry_run:
         return 0
     # Rank 0 owns the run directory for the whole run: a second start on it exits 2.
-    lock = acquire_run_dir(args.run_dir) if is_main else None
+    lock = acquire_run_dir(args.run_dir) if launch.is_main else None
     try:
         check_run_dir_config(args.run_dir, cfg, allow_change=args.allow_config_change)
-        if is_main:
+        if launch.is_main:
             write_config(args.run_dir, cfg)
 
         from gandist.train import train
@@ -59,12 +60,10 @@ def run(args: argparse.Namespace) -> int:
 
 def write_config(run_dir: Path, cfg: Config) -> None:
     """``run_dir/config.yaml``, atomically; a full disk or a read-only directory is exit 2 naming the file."""
-    path, tmp = run_dir / "config.yaml", run_dir / "config.yaml.tmp"
+    path = run_dir / "config.yaml"
     try:
-        tmp.write_text(cfg.to_yaml(), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, cfg.to_yaml())
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise BadInputError(f"--run-dir {run_dir}: cannot write {path}: {e.strerror or e}") from None
 
 
