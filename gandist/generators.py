@@ -11,6 +11,8 @@ from typing import Callable
 from gandist.checkpoint import load_tensor_file, read_manifest, resolve_checkpoint
 from gandist.errors import CheckpointError
 from gandist.fileio import atomic_write_text, atomic_write_with
+from gandist.model_info import parse_model_info
+from gandist.weights_file import read_safetensors
 
 
 def load_generator(path: str | os.PathLike, ema: bool = True, log: Callable[[str], None] = print):
@@ -20,29 +22,30 @@ def load_generator(path: str | os.PathLike, ema: bool = True, log: Callable[[str
 
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        if not path.is_file():
-            raise CheckpointError(f"generator file not found: {path}")
-        with safe_open(str(path), framework="pt") as f:
-            meta_json = (f.metadata() or {}).get("gandist")
+        state, metadata = read_safetensors(path, "generator file")
+        meta_json = metadata.get("gandist")
+        where = f"{path} (gandist metadata)"
         if meta_json is None:
             sidecar = path.with_suffix(".json")
             if not sidecar.is_file():
                 raise CheckpointError(f"{path} has no gandist model config (metadata or {sidecar.name})")
-            meta_json = sidecar.read_text()
-        info = json.loads(meta_json)
-        state = load_file(str(path))
+            meta_json, where = sidecar.read_bytes(), str(sidecar)
+        info = parse_model_info(meta_json, where)
     else:
         ckpt = resolve_checkpoint(path, log=log)
-        info = json.loads((ckpt / "model.json").read_text())
+        info = parse_model_info((ckpt / "model.json").read_bytes(), str(ckpt / "model.json"))
         weights = load_tensor_file(ckpt / "model.pt")
-        state = weights["G_ema" if ema else "G"]
+        key = "G_ema" if ema else "G"
+        if not isinstance(weights, dict) or not isinstance(weights.get(key), dict):
+            raise CheckpointError(f"{ckpt / 'model.pt'}: no {key} state_dict in it")
+        state = weights[key]
         info["step"] = read_manifest(ckpt)["step"]
     spec = ModelSpec(**info["spec"])
-    g = build_generator(info["model_name"], spec)
-    g.load_state_dict(state)
+    try:
+        g = build_generator(info["model_name"], spec)
+        g.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:  # unknown model, weights of another shape
+        raise CheckpointError(f"{path}: the weights do not rebuild a {info['model_name']!r} generator: {str(e)[:300]}") from None
     g.eval()
     info = dict(info, spec=spec)
     return g, info
