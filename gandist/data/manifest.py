@@ -24,6 +24,7 @@ from gandist.fileio import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "gandist-shards/1"
+SAMPLE_FORMATS = ("png", "jpg", "npy", "blocks", "original")
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
@@ -79,6 +80,10 @@ def check_manifest(m: Any, path: str | os.PathLike) -> None:
             raise DataError(f"manifest {path}: shard {name}: num_samples must be a non-negative integer (got {entry.get('num_samples')!r:.50})")
         if "sha256" in entry and not isinstance(entry["sha256"], str):
             raise DataError(f"manifest {path}: shard {name}: sha256 must be a string")
+        if "num_bytes" in entry and not _count(entry["num_bytes"]):
+            raise DataError(f"manifest {path}: shard {name}: num_bytes must be a non-negative integer")
+        if "class_counts" in entry and not isinstance(entry["class_counts"], (dict, list)):
+            raise DataError(f"manifest {path}: shard {name}: class_counts must be an object or a list")
     total = sum(e["num_samples"] for e in m["shards"])
     if total != m["num_samples"]:
         raise DataError(f"manifest {path}: num_samples is {m['num_samples']} but its shards' counts add up to {total}")
@@ -87,8 +92,23 @@ def check_manifest(m: Any, path: str | os.PathLike) -> None:
             raise DataError(f"manifest {path}: {key} must be a non-negative integer (got {m[key]!r:.50})")
     if "class_names" in m and not (isinstance(m["class_names"], list) and all(isinstance(n, str) for n in m["class_names"])):
         raise DataError(f"manifest {path}: class_names must be a list of strings")
-    if "image" in m and not isinstance(m["image"], dict):
+    if m.get("sample_format", "png") not in SAMPLE_FORMATS:
+        raise DataError(f"manifest {path}: sample_format must be one of {', '.join(SAMPLE_FORMATS)} (got {m.get('sample_format')!r:.50})")
+    if m.get("sample_format") == "blocks" and not (isinstance(m.get("block_size"), int) and m["block_size"] >= 1):
+        raise DataError(f"manifest {path}: block shards need block_size >= 1")
+    image = m.get("image", {})
+    if not isinstance(image, dict):
         raise DataError(f"manifest {path}: image must be an object")
+    for key in ("height", "width", "channels", "min_height", "max_height", "min_width", "max_width"):
+        if key in image and not _count(image[key]):
+            raise DataError(f"manifest {path}: image.{key} must be a non-negative integer (got {image[key]!r:.50})")
+    if "uniform" in image and not isinstance(image["uniform"], bool):
+        raise DataError(f"manifest {path}: image.uniform must be true or false")
+    counts = image.get("channel_counts")
+    if counts is not None and not (isinstance(counts, dict) and all(k in ("1", "2", "3", "4") and _count(v) for k, v in counts.items())):
+        raise DataError(f"manifest {path}: image.channel_counts must map channel counts (\"1\", \"3\", ...) to image counts")
+    if "class_counts" in m and not isinstance(m["class_counts"], (dict, list)):
+        raise DataError(f"manifest {path}: class_counts must be an object or a list")
 
 
 def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
