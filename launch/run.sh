@@ -40,8 +40,10 @@ export PET_SIGNALS_TO_HANDLE="${PET_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIG
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-600}"
 
 first_host() {  # first host of a Slurm node list: "gpu[03-05,07],cpu1" -> gpu03
-  if command -v scontrol >/dev/null 2>&1; then
-    scontrol show hostnames "$1" | head -n 1
+  local host
+  # scontrol needs the cluster's configuration; where it has none (a login node, a container), parse.
+  if command -v scontrol >/dev/null 2>&1 && host="$(scontrol show hostnames "$1" 2>/dev/null | head -n 1)" && [[ -n "$host" ]]; then
+    echo "$host"
     return
   fi
   local list="${1%%,*}"
