@@ -195,6 +195,7 @@ class Checkpointer:
         if not self.engine.is_main:
             return
         best, tmp, old = self.root / "best", self.root / "best.tmp", self.root / "best.old"
+        self._recover_best()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(path, tmp, copy_function=_link_or_copy)
         atomic_write_bytes(tmp / "BEST.json", json.dumps(info, indent=1).encode())
@@ -205,7 +206,16 @@ class Checkpointer:
         fsync_dir(self.root)
         shutil.rmtree(old, ignore_errors=True)
 
+    def _recover_best(self) -> None:
+        """A save killed between moving ``best`` aside and moving the new one in leaves only
+        ``best.old``: it is still the best, so put it back (rank zero; the others only read)."""
+        best, old = self.root / "best", self.root / "best.old"
+        if self.engine.is_main and not best.exists() and (old / "BEST.json").is_file():
+            os.replace(old, best)
+            fsync_dir(self.root)
+
     def read_best(self) -> dict | None:
+        self._recover_best()
         try:
             return json.loads((self.root / "best" / "BEST.json").read_text())
         except (OSError, ValueError):
