@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -77,31 +76,22 @@ def _exported_generator(tmp_path: Path) -> Path:
     return path
 
 
-def test_full_disk_when_writing_config_exits_2_naming_the_file(tmp_path, capsys):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tiny tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs: {proc.stderr.strip()}")
-    try:
-        run_dir = mnt / "run"
-        run_dir.mkdir()
-        fd = os.open(run_dir / "filler", os.O_WRONLY | os.O_CREAT)
-        try:  # fill the disk: what is left is room for new inodes only
-            while True:
-                os.write(fd, b"x" * 1024)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-        code, out = _cli(capsys, "train", "--run-dir", run_dir, "train.steps=1")
-        assert code == 2, out
-        assert str(run_dir) in out and ("config.yaml" in out or "run.lock" in out) and "No space left" in out, out
-        assert not (run_dir / "run.lock").exists()
+def test_full_disk_when_writing_config_exits_2_naming_the_file(root_tmpfs, capsys):
+    mnt = root_tmpfs(8)
+    run_dir = mnt / "run"
+    run_dir.mkdir()
+    fd = os.open(run_dir / "filler", os.O_WRONLY | os.O_CREAT)
+    try:  # fill the disk: what is left is room for new inodes only
+        while True:
+            os.write(fd, b"x" * 1024)
+    except OSError:
+        pass
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        os.close(fd)
+    code, out = _cli(capsys, "train", "--run-dir", run_dir, "train.steps=1")
+    assert code == 2, out
+    assert str(run_dir) in out and ("config.yaml" in out or "run.lock" in out) and "No space left" in out, out
+    assert not (run_dir / "run.lock").exists()
 
 
 # Shard manifests -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 
+from conftest import skip_unless_ci
 from faults_helpers import (
     NUM_STEPS, REPO, TINY, assert_same_weights, env, exit_codes, final_weights, launch_cmd, latest_step, reference_run,
     train, wait_for, worker_pids,
@@ -115,11 +116,11 @@ def small_disk(tmp_path, reference):
     mnt = tmp_path / "disk"
     mnt.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        skip_unless_ci("mounting a tmpfs needs root")
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(mnt)], capture_output=True,
                           text=True)
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs: {proc.stderr.strip()}")
+        skip_unless_ci(f"cannot mount tmpfs: {proc.stderr.strip()}")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 

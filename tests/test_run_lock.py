@@ -135,29 +135,24 @@ def test_lock_of_a_reused_pid_is_taken_over(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["file", "unwritable"])
-def test_bad_run_dir_exits_2_naming_it(tmp_path, kind):
-    from gandist.cli import main
-
+def test_bad_run_dir_exits_2_naming_it(tmp_path, root_tmpfs, kind):
     target = tmp_path / "target"
     if kind == "file":
         target.write_text("not a directory")
         expected = "exists and is not a directory"
     else:
-        if os.geteuid() == 0:
-            # Root writes anywhere; a read-only mount is what refuses it.
-            proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(tmp_path)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                pytest.skip(f"cannot mount a read-only tmpfs: {proc.stderr.strip()}")
-        else:
-            tmp_path.chmod(0o500)
-        target = tmp_path / "run"
+        # Root writes through permissions; a read-only mount refuses everyone.
+        target = (root_tmpfs(64, "ro") if os.geteuid() == 0 else _read_only_dir(tmp_path)) / "run"
         expected = "cannot create it"
-    try:
-        proc = subprocess.run([sys.executable, "-m", "gandist", "train", "--run-dir", str(target), *TINY, "train.steps=1"],
-                              cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
-    finally:
-        if kind == "unwritable":
-            subprocess.run(["umount", "-l", str(tmp_path)], capture_output=True) if os.geteuid() == 0 else tmp_path.chmod(0o700)
+    proc = subprocess.run([sys.executable, "-m", "gandist", "train", "--run-dir", str(target), *TINY, "train.steps=1"],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == EXIT_BAD_INPUT, proc.stderr[-2000:]
     assert f"--run-dir {target}" in proc.stderr and expected in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def _read_only_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "ro"
+    path.mkdir()
+    path.chmod(0o500)
+    return path
