@@ -156,3 +156,47 @@ def _read_only_dir(tmp_path: Path) -> Path:
     path.mkdir()
     path.chmod(0o500)
     return path
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_requeued_slurm_job_takes_over_the_lock_its_first_run_left_on_another_node(tmp_path, gandist_cache):
+    """On the local Slurm: the job's first run leaves a fresh lock as if from a node that died, then
+    requeues itself (as Slurm does after a node failure); the restarted job takes the lock over."""
+    from conftest import require_slurm
+    from test_slurm_jobs import job_field
+
+    require_slurm()
+    run_dir, log = tmp_path / "run", tmp_path / "job.out"
+    script = tmp_path / "job.sh"
+    script.write_text(f"""#!/bin/bash
+if [ "${{SLURM_RESTART_COUNT:-0}}" = 0 ]; then
+    {sys.executable} -c '
+import json, os, pathlib
+run = pathlib.Path("{run_dir}"); run.mkdir(parents=True, exist_ok=True)
+(run / "{LOCK_FILE}").write_text(json.dumps({{"host": "node-that-died", "pid": 4242, "pid_start": "1",
+    "since": "2026-11-28T10:00:00+00:00", "slurm_job_id": os.environ["SLURM_JOB_ID"], "slurm_restart_count": 0}}))'
+    echo "first run: lock planted, requeueing"
+    scontrol requeue "$SLURM_JOB_ID"
+    sleep 300
+    exit 0
+fi
+exec {sys.executable} -m gandist train --run-dir {run_dir} {' '.join(TINY)} train.steps=2
+""")
+    submit = subprocess.run(["sbatch", "--parsable", "--requeue", f"--output={log}", "--open-mode=append", "--time=10",
+                             "--export=ALL", str(script)], cwd=REPO, env=env(), capture_output=True, text=True)
+    assert submit.returncode == 0, submit.stderr
+    job = submit.stdout.strip().split(";")[0]
+    try:
+        wait_for(lambda: job_field(job, "Restarts") == "1", 120, "the job to requeue itself")
+        wait_for(lambda: job_field(job, "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), 300,
+                 "the requeued job to finish")
+        text = log.read_text()
+        assert job_field(job, "JobState") == "COMPLETED", text[-4000:]
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+    assert "first run: lock planted" in text
+    assert f"taking over {run_dir / LOCK_FILE} from a run that is gone (host node-that-died, pid 4242" in text
+    assert "restart 1 of the same Slurm job" in text
+    assert (run_dir / "ckpt" / "step_00000002" / "MANIFEST.json").is_file()
+    assert not (run_dir / LOCK_FILE).exists()
