@@ -38,7 +38,7 @@ class DataConfig:
     mode: Literal["epoch", "resampled"] = "epoch"
     """``epoch``: every sample once per epoch across ranks; ``resampled``: infinite stream of shards drawn with replacement."""
     num_workers: int = 0
-    """DataLoader worker processes per rank (0: read in the training process)."""
+    """DataLoader worker processes per rank (0: read in the training process; -1: from the CPUs this process may use, at most 4)."""
     shuffle_buffer: int = 2000
     """Samples held in the shuffle buffer of each worker."""
     image_size: int = 0
@@ -55,7 +55,7 @@ class DataConfig:
     """Random-crop augmentation: reflect-pad by this many pixels, crop back to size; 0: off."""
 
     def validate(self) -> None:
-        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0", self.num_workers)
+        _check(self.num_workers >= -1, "data.num_workers", "must be >= 0, or -1 (from the CPUs)", self.num_workers)
         _check(self.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0", self.shuffle_buffer)
         _check(self.image_size == 0 or self.image_size >= 4, "data.image_size", "must be 0 (dataset size) or >= 4", self.image_size)
         _check(self.channels in (0, 1, 3), "data.channels", "must be one of 0 (dataset), 1, 3", self.channels)
@@ -172,7 +172,7 @@ class LogConfig:
     num_grid_images: int = 100
     """Images in the sample grid (conditional: rounded down to whole rows, one row per class)."""
     progress: bool = True
-    """Console progress bar on rank zero."""
+    """Progress with ETA on rank zero: a bar on a terminal; in a log file, a plain line every 30 s (``GANDIST_PROGRESS_INTERVAL_SEC``)."""
 
     def validate(self) -> None:
         _check(self.every_steps >= 1, "log.every_steps", "must be >= 1", self.every_steps)
@@ -233,7 +233,7 @@ class EvalConfig:
 @dataclass
 class MetricsConfig:
     inception_weights: str = ""
-    """Local file of torch-fidelity's Inception-v3 weights (``weights-inception-2015-12-05-6726825d.pth``) for ``eval.extractor=inception``; never downloaded."""
+    """Local file of the FID Inception-v3 weights (``pt_inception-2015-12-05-6726825d.pth``, sha256 checked) for ``eval.extractor=inception``; never downloaded."""
     classifier: str = ""
     """Domain classifier for ``eval.extractor=classifier`` (``DIR/domain_classifier.safetensors`` from ``gandist classify``); empty: train one on the real data on first use and cache it."""
     classifier_steps: int = 300

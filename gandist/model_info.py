@@ -15,9 +15,13 @@ KEYS = {"model_name", "spec", "num_classes", "class_names"}
 OPTIONAL_KEYS = {"step"}
 
 
-def parse_model_info(text: str | bytes, where: str) -> dict[str, Any]:
+def parse_model_info(text: str | bytes, where: str, allow_extra: bool = False) -> dict[str, Any]:
     """``text`` (JSON) as a checked model-info dict; CheckpointError naming ``where`` otherwise.
-    The ``spec`` stays a dict (``gandist.models.ModelSpec(**info["spec"])`` builds from it)."""
+    The ``spec`` stays a dict (``gandist.models.ModelSpec(**info["spec"])`` builds from it).
+
+    ``allow_extra``: an export's config also describes the run (data set, metrics, versions);
+    those keys are kept unchecked. A checkpoint's model.json allows none: an unknown key there
+    means the file is not what gandist wrote."""
     from gandist.models import ModelSpec
 
     try:
@@ -26,7 +30,7 @@ def parse_model_info(text: str | bytes, where: str) -> dict[str, Any]:
         raise CheckpointError(f"{where}: not valid JSON ({e})") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{where}: expected a JSON object, got {type(info).__name__}")
-    unknown = sorted(set(info) - KEYS - OPTIONAL_KEYS)
+    unknown = [] if allow_extra else sorted(set(info) - KEYS - OPTIONAL_KEYS)
     missing = sorted(KEYS - set(info))
     if unknown or missing:
         raise CheckpointError(f"{where}: " + "; ".join(
@@ -48,6 +52,6 @@ def parse_model_info(text: str | bytes, where: str) -> dict[str, Any]:
         raise CheckpointError(f"{where}: class_names must be a list of strings")
     if not isinstance(info["num_classes"], int) or isinstance(info["num_classes"], bool) or info["num_classes"] != spec["num_classes"]:
         raise CheckpointError(f"{where}: num_classes must equal spec.num_classes ({spec['num_classes']})")
-    if "step" in info and (not isinstance(info["step"], int) or isinstance(info["step"], bool) or info["step"] < 0):
+    if info.get("step") is not None and (not isinstance(info["step"], int) or isinstance(info["step"], bool) or info["step"] < 0):
         raise CheckpointError(f"{where}: step must be a non-negative integer")
     return info

@@ -131,7 +131,7 @@ def train_classifier(
         opt.step()
         sched.step()
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, float(loss.detach()))
     return model.eval()
 
 

@@ -43,6 +43,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate (default 0.05)")
     p.add_argument("--device", default="", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (on a terminal a bar over all classifiers' steps with ETA; elsewhere a line every 30 s)")
     p.set_defaults(func=run)
 
 
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     report, domain_model = run_protocols(train, test, synthetic, plan, settings, num_classes=num_classes, device=device,
-                                         log=lambda s: print(s, flush=True), on_result=on_result)
+                                         log=lambda s: print(s, flush=True), on_result=on_result, progress=not args.no_progress)
     for protocol, settings_ in report.items():
         for setting, r in settings_.items():
             writer.add_scalar(f"classify_mean/{protocol}/{setting}", r["accuracy_mean"], 0)

@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("sample", help="write a grid of generated images", description="Write N images from the EMA generator as one PNG grid.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run-dir", type=Path, help="run directory (its newest good checkpoint is used) or one ckpt/step_* folder")
-    src.add_argument("--generator", type=Path, help="exported generator (.safetensors from gandist export)")
+    src.add_argument("--generator", type=Path, help="exported generator: a gandist export folder or an older .safetensors export")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     p.add_argument("--out", type=Path, required=True, help="output PNG")
     p.add_argument("--class", dest="class_index", type=int, default=None, help="class index for a conditional generator (default: cycle through classes)")

@@ -12,6 +12,7 @@ from gandist.engine.launch import launch_env
 from gandist.errors import BadInputError, ConfigError
 from gandist.fileio import atomic_write_text
 from gandist.run_lock import acquire_run_dir
+from gandist.runtime import apply_thread_budget, explicit_keys, resolve_mixed_precision
 
 # Keys a resumed run may change without --allow-config-change: training longer is the point
 # of resuming; anything else would silently mix two experiments in one run directory.
@@ -23,7 +24,8 @@ def add_parser(subparsers) -> None:
         "train",
         help="train a GAN (resumes when --run-dir has checkpoints)",
         description="Train a GAN. Config: defaults < --config YAML < key.sub=value overrides. "
-        "Running the same command again with the same --run-dir resumes from the newest good checkpoint.",
+        "Running the same command again with the same --run-dir resumes from the newest good checkpoint. "
+        "Every config key with its type, default and meaning: gandist config (one key: gandist config train.steps).",
     )
     p.add_argument("--config", type=Path, help="experiment YAML (see configs/)")
     p.add_argument("--run-dir", type=Path, default=Path("runs/default"), help="outputs: config.yaml, tb/, ckpt/, samples/ (default: runs/default)")
@@ -35,11 +37,22 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    precision_explicit = "train.mixed_precision" in explicit_keys(args.config, args.overrides)
+    cfg.train.mixed_precision, precision_note = resolve_mixed_precision(cfg.train.mixed_precision, precision_explicit)
     # The launcher's world size, read before any process group exists (and without torch), so
     # that batch divisibility is checked before any work starts.
     launch = launch_env()
     cfg.validate(world_size=launch.world_size)
+    if cfg.eval.extractor == "inception":
+        # The first eval comes after minutes of training: check the weights file now.
+        from gandist.metrics.inception_file import check_weights_file
+
+        check_weights_file(cfg.metrics.inception_weights)
     if launch.is_main:
+        if precision_note:
+            print(precision_note, flush=True)
+        num_threads, source = apply_thread_budget()
+        print(f"torch threads per process: {num_threads} ({source})", flush=True)
         print("resolved config:\n" + _indent(cfg.to_yaml()), flush=True)
     if args.dry_run:
         return 0

@@ -499,10 +499,15 @@ def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank
         raise ValueError(f"batch_size_per_rank must be >= 1, got {batch_size_per_rank}")
     if not info.shard_counts or len(info.shard_counts) != len(info.urls):
         raise DataError("dataset info has no per-shard sample counts (resolve it with resolve_dataset)")
+    num_loader_workers = data_cfg.num_workers
+    if num_loader_workers < 0:
+        from gandist.runtime import default_num_workers
+
+        num_loader_workers = default_num_workers()
     plan = StreamPlan(
         urls=list(info.urls), counts=list(info.shard_counts), sample_format=info.sample_format,
         block_size=info.block_size, num_classes=info.num_classes, mode=data_cfg.mode, seed=seed, rank=rank,
-        world_size=world_size, num_workers=max(1, data_cfg.num_workers), batch_size=batch_size_per_rank,
+        world_size=world_size, num_workers=max(1, num_loader_workers), batch_size=batch_size_per_rank,
         chunk_size=data_cfg.shuffle_buffer, image_size=image_size or info.image_size,
         channels=channels or info.channels, random_flip=data_cfg.random_flip,
         random_crop_pad=data_cfg.random_crop_pad,
@@ -522,4 +527,4 @@ def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank
                 f"({100.0 * dropped / plan.num_samples:.2f}%) are left out of each epoch (a different tail of the "
                 f"shuffled order every epoch) so all {world_size} ranks run the same number of steps"
             )
-    return ImageStream(plan, data_cfg, data_cfg.num_workers)
+    return ImageStream(plan, data_cfg, num_loader_workers)

@@ -1,7 +1,7 @@
 """The ``zero`` engine: one DeepSpeed ZeRO engine per network (stage 1 or 2).
 
 Why not Accelerate's DeepSpeed plugin: it refuses two models, drives only the last engine from
-``accelerator.backward`` and needs ``transformers`` for its multi-model API (DESIGN fact 1).
+``accelerator.backward`` and needs ``transformers`` for its multi-model API (docs/library_notes.md, note 1).
 So Accelerate launches and owns the process group, and each of G and D gets its own
 ``deepspeed.initialize(model=..., optimizer=..., config=...)``, which reuses that group.
 
@@ -39,7 +39,7 @@ from gandist.engine.safe_load import weights_only_loads
 from gandist.errors import CheckpointError, ConfigError
 
 #: Tag of the DeepSpeed checkpoint inside each network's folder. Explicit on save and load:
-#: two engines sharing a folder would overwrite each other's ``latest`` (DESIGN fact 10).
+#: two engines sharing a folder would overwrite each other's ``latest`` (docs/library_notes.md, note 10).
 CHECKPOINT_TAG = "zero"
 #: Written by rank zero next to the network folders; says which world size wrote the shards.
 META_FILE = "zero_meta.json"
@@ -50,7 +50,7 @@ def ensure_process_group(timeout_minutes: float) -> None:
 
     Launched runs (torchrun / accelerate launch with several processes) already have one, made by
     Accelerate from the launcher's environment. A one-process run has none, and DeepSpeed would
-    then try MPI discovery and fail on ``mpi4py`` (DESIGN fact 11): give it a one-process group.
+    then try MPI discovery and fail on ``mpi4py`` (docs/library_notes.md, note 11): give it a one-process group.
     """
     if dist.is_initialized():
         return
@@ -285,7 +285,7 @@ class ZeroEngine(Engine):
             self._engines[name].save_checkpoint(
                 str(directory / name),
                 tag=CHECKPOINT_TAG,
-                # universal_checkpoint_info: ds_to_universal refuses checkpoints without it (DESIGN fact 10).
+                # universal_checkpoint_info: ds_to_universal refuses checkpoints without it (docs/library_notes.md, note 10).
                 client_state={"universal_checkpoint_info": {}, "world_size": self.world_size},
             )
         if self.is_main:
@@ -296,7 +296,7 @@ class ZeroEngine(Engine):
 
     def load_sharded(self, directory: Path) -> None:
         """Load what ``save_sharded`` wrote. Another world size goes through DeepSpeed's universal
-        checkpoint (converted once, next to the shards, then loaded on every rank: DESIGN fact 10)."""
+        checkpoint (converted once, next to the shards, then loaded on every rank: docs/library_notes.md, note 10)."""
         directory = Path(directory)
         meta_path = directory / META_FILE
         if not meta_path.is_file():
