@@ -49,9 +49,11 @@ def install(cfg: PreemptionConfig | None = None) -> None:
         previous = signal.signal(num, _handler)
         _installed.setdefault(num, previous)
     # Ctrl-C: the first saves at the step boundary like a preemption (exit 130), a second one
-    # stops at once. Always handled: a user at a terminal expects both.
-    previous = signal.signal(signal.SIGINT, _handler)
-    _installed.setdefault(int(signal.SIGINT), previous)
+    # stops at once. Always handled, unless the process started with SIGINT ignored (a
+    # background job of a script, `trap '' INT`): that choice is kept, as POSIX programs do.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        previous = signal.signal(signal.SIGINT, _handler)
+        _installed.setdefault(int(signal.SIGINT), previous)
 
 
 def uninstall() -> None:

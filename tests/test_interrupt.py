@@ -19,9 +19,24 @@ from gandist.errors import EXIT_INTERRUPTED
 
 @pytest.fixture(autouse=True)
 def _clean_handlers():
+    # As at a terminal: SIGINT not ignored (pytest started in the background of a script inherits SIG_IGN).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     preemption.uninstall()
     yield
     preemption.uninstall()
+    signal.signal(signal.SIGINT, before)
+
+
+def _sigint_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ignored_sigint_stays_ignored():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    preemption.install(PreemptionConfig())
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    os.kill(os.getpid(), signal.SIGINT)
+    assert not preemption.stop_requested()
 
 
 def test_first_sigint_requests_a_stop_and_the_second_raises():
@@ -45,7 +60,8 @@ def test_sigterm_keeps_exit_code_3():
 def _start(run_dir: Path, overrides: list[str]) -> tuple[subprocess.Popen, Path]:
     log = run_dir.parent / f"{run_dir.name}.log"
     proc = subprocess.Popen([sys.executable, "-m", "gandist", "train", "--run-dir", str(run_dir), *TINY, *overrides],
-                            cwd=REPO, env=env(), stdout=open(log, "w"), stderr=subprocess.STDOUT)
+                            cwd=REPO, env=env(), stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            preexec_fn=_sigint_as_at_a_terminal)
     return proc, log
 
 
