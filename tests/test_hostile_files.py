@@ -183,3 +183,23 @@ def test_damaged_manifest_falls_back_on_resume(corpus, tmp_path):
     assert "skipping damaged checkpoint" in out and "unknown keys ['exec']" in out
     assert "resuming from" in out and "step_00000002" in out
     assert torch.load(run_dir / "ckpt" / "step_00000006" / "trainer.pt", weights_only=True)["step"] == 6
+
+
+def test_damaged_export_folder_exits_2_naming_the_file(corpus, tmp_path, capsys):
+    folder = tmp_path / "export"
+    assert main(["export", "--run-dir", str(corpus / "run"), "--out", str(folder)]) == 0
+    capsys.readouterr()
+    code, out = _cli(capsys, "sample", "--generator", folder, "--n", 4, "--out", tmp_path / "ok.png")
+    assert code == 0, out
+    good = (folder / "model.safetensors").read_bytes()
+    for kind, path in _damaged(corpus, tmp_path, "g.safetensors").items():
+        (folder / "model.safetensors").write_bytes(path.read_bytes())
+        code, out = _cli(capsys, "sample", "--generator", folder, "--n", 4, "--out", tmp_path / "g.png")
+        if kind in ("no_gandist_metadata", "bad_gandist_metadata"):
+            assert code == 0, f"{kind}: {out}"  # the folder's config.json describes the model
+            continue
+        assert code == 2 and str(folder / "model.safetensors") in out and "Traceback" not in out, f"{kind}: {out}"
+    (folder / "model.safetensors").write_bytes(good)
+    (folder / "config.json").write_text('{"model_name": "dcgan", "spec": {"z_dim": "eight"}}')
+    code, out = _cli(capsys, "sample", "--generator", folder, "--n", 4, "--out", tmp_path / "g.png")
+    assert code == 2 and "config.json" in out and "Traceback" not in out, out
