@@ -9,7 +9,7 @@ import importlib
 import sys
 
 from gandist import __version__
-from gandist.errors import EXIT_BAD_INPUT, EXIT_FAILURE, GandistError
+from gandist.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, GandistError
 
 # Order is the order of ``gandist --help``.
 VERBS = ["train", "shards", "sample", "export", "eval", "synth", "classify", "config"]
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print(f"gandist {args.verb}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except FileNotFoundError as e:
         print(f"gandist {args.verb}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import signal
 import typing
@@ -20,6 +21,10 @@ from typing import Any, Literal
 import yaml
 
 from gandist.errors import ConfigError
+
+
+#: Largest seed: NumPy takes seeds below 2**32, and ranks and derived streams add small offsets.
+MAX_SEED = 2**31 - 1
 
 
 @dataclass
@@ -150,6 +155,7 @@ class TrainConfig:
         _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1", self.grad_accum)
         _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)", self.ema_decay)
         _check(self.ema_start_step >= 0, "train.ema_start_step", "must be >= 0", self.ema_start_step)
+        _check(0 <= self.seed <= MAX_SEED, "train.seed", f"must be in [0, {MAX_SEED}]", self.seed)
         per_step = world_size * self.grad_accum
         if self.batch_size % per_step:
             raise ConfigError(
@@ -258,6 +264,7 @@ class MetricsConfig:
         _check(self.kid_num_subsets >= 1, "metrics.kid_num_subsets", "must be >= 1", self.kid_num_subsets)
         _check(self.pr_k >= 1, "metrics.pr_k", "must be >= 1", self.pr_k)
         _check(self.batch_size >= 1, "metrics.batch_size", "must be >= 1", self.batch_size)
+        _check(0 <= self.seed <= MAX_SEED, "metrics.seed", f"must be in [0, {MAX_SEED}]", self.seed)
 
 
 @dataclass
@@ -394,7 +401,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"--config: file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config: {path} is not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise ConfigError(f"--config: cannot read {path}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"--config: {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -436,6 +449,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping of fields, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    not_text = [k for k in data if not isinstance(k, str)]
+    if not_text:  # YAML reads `1: 2` as an integer key
+        raise ConfigError(f"{where}: keys must be field names, got {not_text[0]!r} ({type(not_text[0]).__name__}); known keys: {', '.join(fields)}")
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
@@ -472,25 +488,37 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            # Larger values overflow every tensor, seed and timer they reach (1e30 reads as an integer).
+            if abs(value) > MAX_INT:
+                raise ConfigError(f"{key}: {value!r} is out of range (|value| <= 2**63 - 1)")
+            return value
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        # inf passes every "> 0" rule and fails later (lr=inf at step 1, a timeout of inf minutes in timedelta).
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     raise AssertionError(f"config field {key} has unsupported type {tp}")
+
+
+MAX_INT = 2**63 - 1
 
 
 def _check(ok: bool, key: str, rule: str, value: Any) -> None:

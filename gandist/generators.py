@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Callable
 
 from gandist.checkpoint import load_tensor_file, read_manifest, resolve_checkpoint
+from gandist.errors import CheckpointError
+from gandist.fileio import atomic_write_text, atomic_write_with
+from gandist.model_info import parse_model_info
+from gandist.weights_file import read_safetensors
 
 #: The files of an export folder, named as Hugging Face tooling expects them.
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_CONFIG = "config.json"
 EXPORT_CARD = "README.md"
-from gandist.errors import CheckpointError
-from gandist.fileio import atomic_write_text, atomic_write_with
 
 
 def load_generator(path: str | os.PathLike, ema: bool = True, log: Callable[[str], None] = print):
@@ -25,42 +27,38 @@ def load_generator(path: str | os.PathLike, ema: bool = True, log: Callable[[str
 
     path = Path(path)
     if path.is_dir() and (path / EXPORT_WEIGHTS).is_file():
-        from safetensors.torch import load_file
-
         config_path = path / EXPORT_CONFIG
         if not config_path.is_file():
             raise CheckpointError(f"{path}: exported generator folder without {EXPORT_CONFIG}")
-        try:
-            info = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
-        state = load_file(str(path / EXPORT_WEIGHTS))
+        info = parse_model_info(config_path.read_bytes(), str(config_path), allow_extra=True)
+        state, _ = read_safetensors(path / EXPORT_WEIGHTS, "generator file")
     elif path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        if not path.is_file():
-            raise CheckpointError(f"generator file not found: {path}")
-        with safe_open(str(path), framework="pt") as f:
-            meta_json = (f.metadata() or {}).get("gandist")
+        state, metadata = read_safetensors(path, "generator file")
+        meta_json = metadata.get("gandist")
+        where = f"{path} (gandist metadata)"
         if meta_json is None:
             sidecar = path.with_suffix(".json")
             if not sidecar.is_file():
                 raise CheckpointError(f"{path} has no gandist model config (metadata or {sidecar.name})")
-            meta_json = sidecar.read_text()
-        info = json.loads(meta_json)
-        state = load_file(str(path))
+            meta_json, where = sidecar.read_bytes(), str(sidecar)
+        info = parse_model_info(meta_json, where, allow_extra=True)
     else:
         ckpt = resolve_checkpoint(path, log=log)
-        info = json.loads((ckpt / "model.json").read_text())
+        info = parse_model_info((ckpt / "model.json").read_bytes(), str(ckpt / "model.json"))
         weights = load_tensor_file(ckpt / "model.pt")
-        state = weights["G_ema" if ema else "G"]
+        key = "G_ema" if ema else "G"
+        if not isinstance(weights, dict) or not isinstance(weights.get(key), dict):
+            raise CheckpointError(f"{ckpt / 'model.pt'}: no {key} state_dict in it")
+        state = weights[key]
         info["step"] = read_manifest(ckpt)["step"]
     if not isinstance(info, dict) or "model_name" not in info or "spec" not in info:
         raise CheckpointError(f"{path}: no gandist model config (model_name, spec) found")
     spec = ModelSpec(**info["spec"])
-    g = build_generator(info["model_name"], spec)
-    g.load_state_dict(state)
+    try:
+        g = build_generator(info["model_name"], spec)
+        g.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:  # unknown model, weights of another shape
+        raise CheckpointError(f"{path}: the weights do not rebuild a {info['model_name']!r} generator: {str(e)[:300]}") from None
     g.eval()
     info = dict(info, spec=spec)
     return g, info

@@ -111,9 +111,11 @@ def train_loop(run: Run) -> int:
             if new_best:
                 run.checkpointer.mark_best(path, {"step": run.step, "fid": run.best_fid, "extractor": cfg.eval.extractor})
         if stop:
-            logger.info(f"preemption signal: saved {path} at step {run.step}; exiting with code {EXIT_PREEMPTED}")
+            code = preemption.exit_code()  # 130 after Ctrl-C, else 3
+            what = "interrupt (SIGINT)" if code != EXIT_PREEMPTED else "preemption signal"
+            logger.info(f"{what}: saved {path} at step {run.step}; exiting with code {code}")
             preemption.on_preempted(cfg.preemption, is_main=run.engine.is_main, log=logger.info)
-            return EXIT_PREEMPTED
+            return code
 
     logger.finished(run.step)
     return EXIT_OK

@@ -9,8 +9,9 @@ import yaml
 
 from gandist.config import Config, changed_keys, config_from_dict, load_config
 from gandist.engine.launch import launch_env
-from gandist.errors import ConfigError
+from gandist.errors import BadInputError, ConfigError
 from gandist.fileio import atomic_write_text
+from gandist.run_lock import acquire_run_dir
 from gandist.runtime import apply_thread_budget, explicit_keys, resolve_mixed_precision
 
 # Keys a resumed run may change without --allow-config-change: training longer is the point
@@ -55,14 +56,28 @@ def run(args: argparse.Namespace) -> int:
         print("resolved config:\n" + _indent(cfg.to_yaml()), flush=True)
     if args.dry_run:
         return 0
-    check_run_dir_config(args.run_dir, cfg, allow_change=args.allow_config_change)
-    if launch.is_main:
-        args.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.run_dir / "config.yaml", cfg.to_yaml())
+    # Rank 0 owns the run directory for the whole run: a second start on it exits 2.
+    lock = acquire_run_dir(args.run_dir) if launch.is_main else None
+    try:
+        check_run_dir_config(args.run_dir, cfg, allow_change=args.allow_config_change)
+        if launch.is_main:
+            write_config(args.run_dir, cfg)
 
-    from gandist.train import train
+        from gandist.train import train
 
-    return train(cfg, args.run_dir)
+        return train(cfg, args.run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def write_config(run_dir: Path, cfg: Config) -> None:
+    """``run_dir/config.yaml``, atomically; a full disk or a read-only directory is exit 2 naming the file."""
+    path = run_dir / "config.yaml"
+    try:
+        atomic_write_text(path, cfg.to_yaml())
+    except OSError as e:
+        raise BadInputError(f"--run-dir {run_dir}: cannot write {path}: {e.strerror or e}") from None
 
 
 def check_run_dir_config(run_dir: Path, cfg: Config, allow_change: bool) -> None:

@@ -70,6 +70,7 @@ class _GroupCounter:
         self.start, self.stop = start, stop
         self.index = -1
         self.last_key: str | None = None
+        self.more_after_stop = False  # the tar holds a sample (group) at index ``stop`` or later
 
     def __call__(self, fname: str) -> bool:
         key, _ = base_plus_ext(fname)
@@ -77,12 +78,14 @@ class _GroupCounter:
             self.index += 1
             self.last_key = key
             if self.index >= self.stop:
+                self.more_after_stop = True
                 raise _StopShard
         return self.start <= self.index < self.stop
 
 
-def iter_samples(url: str, start: int, stop: int) -> Iterator[RawSample]:
-    """Samples [start, stop) of a per-image shard; always exactly ``stop - start`` items."""
+def iter_samples(url: str, start: int, stop: int, count: int | None = None) -> Iterator[RawSample]:
+    """Samples [start, stop) of a per-image shard; always exactly ``stop - start`` items.
+    ``count``: the shard's sample count per the manifest; reading to it checks that no sample follows."""
     sel = _GroupCounter(start, stop)
     made = 0
     cur_key, cur = None, {}
@@ -95,14 +98,26 @@ def iter_samples(url: str, start: int, stop: int) -> Iterator[RawSample]:
                     made += 1
                 cur_key, cur = key, {}
             cur[ext] = data
+        # Known before the last sample is handed out: a consumer may stop right after it.
+        surplus = count is not None and stop >= count and sel.more_after_stop
+        if surplus:
+            raise_more_than_manifest(url, count)
         if cur_key is not None:
             yield RawSample(url, cur_key, cur)
             made += 1
+    except DataError:
+        raise
     except Exception as e:  # noqa: BLE001 - truncated/unreadable tar: the rest become placeholders
         error = f"{type(e).__name__}: {e}"
     for i in range(start + made, stop):
         why = error or "shard holds fewer samples than its manifest says (truncated?)"
         yield RawSample(url, f"#{i}", None, error=f"sample #{i} missing: {why}")
+
+
+def raise_more_than_manifest(url: str, count: int) -> None:
+    # Epoch plans split data by the manifest's counts: reading on would leave the rest unread, silently.
+    raise DataError(f"shard {url} holds more samples than the {count} its manifest lists; the manifest is wrong "
+                    "(re-create it with `gandist shards make`, or check it with `gandist shards verify`)")
 
 
 def iter_blocks(url: str, start: int, stop: int, block_size: int, count: int) -> Iterator[RawBlock]:
@@ -137,10 +152,14 @@ def iter_blocks(url: str, start: int, stop: int, block_size: int, count: int) ->
                     yield blk
                 cur_key, cur = key, {}
             cur[ext] = data
+        if stop >= count and sel.more_after_stop:  # before the last block: a consumer may stop right after it
+            raise_more_than_manifest(url, count)
         if cur_key is not None and pos < stop:
             blk = emit(pos // block_size, cur_key, cur)
             pos += blk.n
             yield blk
+    except DataError:
+        raise
     except Exception as e:  # noqa: BLE001
         error = f"{type(e).__name__}: {e}"
     if pos < stop:

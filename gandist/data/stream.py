@@ -149,7 +149,7 @@ def _read_chunks(plan: StreamPlan, segments: Iterator[tuple[int, int, int]], siz
     if plan.sample_format != "blocks":
         buf: list[RawSample] = []
         for s, a, b in segments:
-            for smp in iter_samples(plan.urls[s], a, b):
+            for smp in iter_samples(plan.urls[s], a, b, plan.counts[s]):
                 buf.append(smp)
                 if len(buf) == size:
                     yield _Chunk(samples=buf, n=len(buf))
