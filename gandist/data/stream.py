@@ -332,18 +332,51 @@ def augment_batch_np(x: np.ndarray, rng: np.random.Generator, flip: bool, crop_p
     return x
 
 
+def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int) -> Iterator[tuple | None]:
+    """Everything one (rank, worker) delivers from the rank's position (``epoch``, ``k`` batches
+    into it) on, over all later epochs: batches, and ``None`` placeholders that keep torch's
+    round-robin over workers aligned with the rank's order.
+
+    The DataLoader takes item i from worker i % W. A worker that runs out would be dropped from
+    that cycle, so a worker with fewer batches this epoch (``worker_batches`` gives the first
+    n % W workers one more) pads its epoch with placeholders to ``ceil(n / W)`` items, and on
+    resume the workers whose slot of the current round was already consumed start with one: the
+    real items then arrive in exactly the rank's order, epoch after epoch, from one set of worker
+    processes (a new DataLoader per epoch paid worker start-up and shuffle-window fill each epoch).
+    """
+    W = plan.num_workers
+    if plan.mode != "epoch":  # resampled: one infinite stream per worker, epoch 0
+        done = k // W + (worker < k % W)
+        if worker < k % W:
+            yield None
+        yield from worker_batches(plan, 0, worker, done, None)
+        return
+    n = plan.batches_per_rank()
+    if k >= n:
+        epoch, k = epoch + 1, 0
+    per_worker = plan.worker_batches()
+    rounds = -(-n // W)
+    skip = consumed_per_worker(per_worker, k)[worker]
+    if worker < k % W:
+        yield None
+    while True:
+        yield from worker_batches(plan, epoch, worker, skip, per_worker[worker])
+        for _ in range(rounds - per_worker[worker]):
+            yield None
+        epoch, skip = epoch + 1, 0
+
+
 class _WorkerDataset(torch.utils.data.IterableDataset):
     """What each DataLoader worker runs: its own slice of the plan, chosen by its worker id."""
 
-    def __init__(self, plan: StreamPlan, epoch: int, skips: list[int], num_batches: list[int] | None):
-        self.plan, self.epoch, self.skips, self.num_batches = plan, epoch, skips, num_batches
+    def __init__(self, plan: StreamPlan, epoch: int, k: int):
+        self.plan, self.epoch, self.k = plan, epoch, k
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         w = info.id if info is not None else 0
-        n = None if self.num_batches is None else self.num_batches[w]
         torch.set_num_threads(1)  # workers are processes; threads inside them only contend
-        yield from worker_batches(self.plan, self.epoch, w, self.skips[w], n)
+        yield from worker_items(self.plan, self.epoch, self.k, w)
 
 
 class ImageStream:
@@ -422,43 +455,34 @@ class ImageStream:
         return self._gen
 
     def _run(self):
-        while True:
+        for item in self._source():
+            if item is None:  # a worker's placeholder (see worker_items)
+                continue
             if self.batches_per_epoch is not None and self.batches_in_epoch >= self.batches_per_epoch:
                 self.epoch += 1
                 self.batches_in_epoch = 0
                 self.num_skipped_in_epoch = 0
-            for x, y, n_bad, msgs in self._source():
-                if n_bad:
-                    self._count_skipped(n_bad, msgs)
-                self.batches_in_epoch += 1
-                yield x, y
-            if self.batches_per_epoch is None:  # resampled streams only end on error
-                raise AssertionError("resampled stream ended")
-            if self.batches_per_epoch == 0:
-                raise AssertionError("empty epoch")
+            x, y, n_bad, msgs = item
+            if n_bad:
+                self._count_skipped(n_bad, msgs)
+            self.batches_in_epoch += 1
+            yield x, y
+        raise AssertionError("the data stream ended")  # workers' streams are infinite
 
-    def _source(self) -> Iterator[tuple]:
-        plan, W = self.plan, max(1, self.num_loader_workers)
-        if plan.mode == "epoch":
-            per_worker = plan.worker_batches()
-            skips = consumed_per_worker(per_worker, self.batches_in_epoch)
-            epoch = self.epoch
-        else:
-            per_worker = None
-            k = self.batches_in_epoch
-            skips = [k // W + (w < k % W) for w in range(W)]
-            epoch = 0
+    def _source(self) -> Iterator[tuple | None]:
+        """Every item from the current position on, over all epochs (one loader for the run)."""
+        if self.batches_per_epoch == 0:
+            raise AssertionError("empty epoch")
         if self.num_loader_workers == 0:
-            return worker_batches(plan, epoch, 0, skips[0], None if per_worker is None else per_worker[0])
+            return worker_items(self.plan, self.epoch, self.batches_in_epoch, 0)
         loader = torch.utils.data.DataLoader(
-            _WorkerDataset(plan, epoch, skips, per_worker),
+            _WorkerDataset(self.plan, self.epoch, self.batches_in_epoch),
             batch_size=None,  # workers batch themselves: whole batches cross the process boundary
             num_workers=self.num_loader_workers,
             pin_memory=self.pin_memory,
-            # A new loader per epoch (its ranges differ), so persistent_workers would not carry over;
-            # its own generator: DataLoader otherwise draws its base seed from the global torch RNG,
-            # which would shift the training loop's random numbers.
-            generator=torch.Generator().manual_seed(plan.seed),
+            # Its own generator: DataLoader otherwise draws its base seed from the global torch
+            # RNG, which would shift the training loop's random numbers.
+            generator=torch.Generator().manual_seed(self.plan.seed),
             prefetch_factor=4,
         )
         return iter(loader)
