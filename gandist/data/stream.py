@@ -180,28 +180,31 @@ def _read_chunks(plan: StreamPlan, segments: Iterator[tuple[int, int, int]], siz
 
 
 def _blocks_chunk(parts: list[RawBlock], plan: StreamPlan) -> _Chunk:
-    shape = None
-    for p in parts:
-        if p.imgs is not None:
-            shape = p.imgs.shape[1:]
-            break
-    if shape is None:
-        shape = (plan.image_size, plan.image_size, plan.channels)
-    imgs, labels, bad, pos = [], [], {}, 0
+    """One chunk array at the training size, channels and BCHW layout: the conversion and the
+    layout change are paid once per sample here, and each batch is then one row gather."""
+    size, ch = plan.image_size, plan.channels
+    n = sum(p.n for p in parts)
+    imgs = np.empty((n, ch, size, size), np.uint8)
+    labels = np.empty(n, np.int64)
+    bad: dict[int, str] = {}
+    pos = 0
     for p in parts:
         err = p.error or check_block_labels(p, plan.num_classes)
-        if not err and p.imgs.shape[1:] != shape:
-            err = f"block {p.key}: image shape {p.imgs.shape[1:]} differs from {shape} in one chunk"
+        if not err:
+            try:
+                x_bhwc = im.convert_batch(p.imgs, size, ch)
+            except DataError as e:
+                err = f"block {p.key}: {e}"
         if err:
             for i in range(p.n):
                 bad[pos + i] = f"shard {p.url}: {err}"
-            imgs.append(np.zeros((p.n, *shape), np.uint8))
-            labels.append(np.full(p.n, -1, np.int64))
+            imgs[pos: pos + p.n] = 0
+            labels[pos: pos + p.n] = -1
         else:
-            imgs.append(p.imgs)
-            labels.append(p.labels if p.labels is not None else np.full(p.n, -1, np.int64))
+            imgs[pos: pos + p.n] = x_bhwc.transpose(0, 3, 1, 2)
+            labels[pos: pos + p.n] = p.labels if p.labels is not None else -1
         pos += p.n
-    return _Chunk(imgs=np.concatenate(imgs), labels=np.concatenate(labels), bad=bad, n=pos)
+    return _Chunk(imgs=imgs, labels=labels, bad=bad, n=pos)
 
 
 def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int, num_batches: int | None) -> Iterator[tuple]:
@@ -254,40 +257,38 @@ def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int,
 
 
 def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_good) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
-    """Decode one batch: (x_bhwc uint8 at the target size/channels, labels, num bad, messages)."""
+    """Decode one batch: (x_bchw uint8 at the target size/channels, labels, num bad, messages)."""
     size, ch = plan.image_size, plan.channels
     bad: list[int] = []
     msgs: list[str] = []
-    if parts[0][0].imgs is not None:  # block shards: gather rows, convert the whole batch at once
-        xs, ys, pos = [], [], 0
+    b = sum(len(idx) for _, idx in parts)
+    x = np.empty((b, ch, size, size), np.uint8)
+    if parts[0][0].imgs is not None:  # block shards: the chunks are converted already; gather rows
+        y = np.empty(b, np.int64)
+        pos = 0
         for c, idx in parts:
-            xs.append(c.imgs[idx])
-            ys.append(c.labels[idx])
-            for j, i in enumerate(idx):
-                if int(i) in c.bad:
-                    bad.append(pos + j)
-                    msgs.append(c.bad[int(i)])
+            np.take(c.imgs, idx, axis=0, out=x[pos: pos + len(idx)])
+            np.take(c.labels, idx, out=y[pos: pos + len(idx)])
+            if c.bad:
+                for j, i in enumerate(idx):
+                    if int(i) in c.bad:
+                        bad.append(pos + j)
+                        msgs.append(c.bad[int(i)])
             pos += len(idx)
-        x = im.convert_batch(np.concatenate(xs) if len(xs) > 1 else xs[0], size, ch)
-        y = np.concatenate(ys) if len(ys) > 1 else ys[0]
-        x = np.array(x, copy=True) if not x.flags.writeable or x.base is not None else x
     else:
-        images, labels = [], []
+        labels = []
         for c, idx in parts:
             for i in idx:
                 s = c.samples[int(i)]
+                j = len(labels)
                 try:
                     a, label = decode_sample(s, plan.num_classes)
-                    a = im.convert(a, size, ch)
+                    x[j] = im.convert(a, size, ch).transpose(2, 0, 1)
                 except Exception as e:  # noqa: BLE001 - counted and replaced below
-                    bad.append(len(images))
+                    bad.append(j)
                     msgs.append(f"shard {s.url}: sample {s.key}: {e}")
-                    a, label = None, -1
-                images.append(a)
+                    x[j], label = 0, -1
                 labels.append(label)
-        for i in bad:
-            images[i] = np.zeros((size, size, ch), np.uint8)
-        x = np.stack(images)
         y = np.asarray(labels, dtype=np.int64)
     if bad:
         good = sorted(set(range(len(y))) - set(bad))
@@ -304,15 +305,14 @@ def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_goo
     return x, y, len(bad), msgs
 
 
-def _finish(plan: StreamPlan, x_bhwc: np.ndarray, y: np.ndarray, epoch: int, worker: int, k: int) -> torch.Tensor:
-    """uint8 HWC batch -> uint8 BCHW tensor with the seeded augmentation of batch ``k``.
-    Layout change and augmentation run in numpy: torch's strided uint8 kernels on a permuted
-    view measured ~20x slower here (and would contend with the training loop's threads)."""
-    x = np.ascontiguousarray(x_bhwc.transpose(0, 3, 1, 2))
+def _finish(plan: StreamPlan, x_bchw: np.ndarray, y: np.ndarray, epoch: int, worker: int, k: int) -> torch.Tensor:
+    """uint8 BCHW batch (owned, contiguous) -> tensor with the seeded augmentation of batch ``k``.
+    Augmentation runs in numpy: torch's strided uint8 kernels measured ~20x slower here (and
+    would contend with the training loop's threads)."""
     if plan.random_flip or plan.random_crop_pad:
         rng = _rng(plan.seed, _AUGMENT, epoch, plan.rank, worker, k)
-        x = augment_batch_np(x, rng, plan.random_flip, plan.random_crop_pad)
-    return torch.from_numpy(x)
+        x_bchw = augment_batch_np(x_bchw, rng, plan.random_flip, plan.random_crop_pad)
+    return torch.from_numpy(x_bchw)
 
 
 def augment_batch_np(x: np.ndarray, rng: np.random.Generator, flip: bool, crop_pad: int) -> np.ndarray:
@@ -320,8 +320,8 @@ def augment_batch_np(x: np.ndarray, rng: np.random.Generator, flip: bool, crop_p
     whole uint8 BCHW batch (contiguous; modified in place where possible)."""
     b, c, h, w = x.shape
     if flip:
-        mask = rng.random(b) < 0.5
-        x[mask] = x[mask][..., ::-1]
+        flipped = np.flatnonzero(rng.random(b) < 0.5)
+        x[flipped] = x[flipped, :, :, ::-1]
     if crop_pad:
         p = crop_pad
         xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
