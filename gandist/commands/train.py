@@ -14,7 +14,8 @@ from gandist.fileio import atomic_write_text
 
 # Keys a resumed run may change without --allow-config-change: training longer is the point
 # of resuming; anything else would silently mix two experiments in one run directory.
-RESUMABLE_CHANGES = {"train.steps", "train.epochs"}
+# The device cache gives the streaming path's batches exactly, so switching it is not a change.
+RESUMABLE_CHANGES = {"train.steps", "train.epochs", "data.device_cache", "data.device_cache_max_mb"}
 
 
 def add_parser(subparsers) -> None:

@@ -332,7 +332,7 @@ def augment_batch_np(x: np.ndarray, rng: np.random.Generator, flip: bool, crop_p
     return x
 
 
-def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int) -> Iterator[tuple | None]:
+def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int, batches=None) -> Iterator[tuple | None]:
     """Everything one (rank, worker) delivers from the rank's position (``epoch``, ``k`` batches
     into it) on, over all later epochs: batches, and ``None`` placeholders that keep torch's
     round-robin over workers aligned with the rank's order.
@@ -343,13 +343,16 @@ def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int) -> Iterator[
     resume the workers whose slot of the current round was already consumed start with one: the
     real items then arrive in exactly the rank's order, epoch after epoch, from one set of worker
     processes (a new DataLoader per epoch paid worker start-up and shuffle-window fill each epoch).
+    ``batches``: what makes a worker's batches (default :func:`worker_batches`, reading shards;
+    the device cache passes its own, with the same signature).
     """
+    worker_batches_fn = batches or worker_batches
     W = plan.num_workers
     if plan.mode != "epoch":  # resampled: one infinite stream per worker, epoch 0
         done = k // W + (worker < k % W)
         if worker < k % W:
             yield None
-        yield from worker_batches(plan, 0, worker, done, None)
+        yield from worker_batches_fn(plan, 0, worker, done, None)
         return
     n = plan.batches_per_rank()
     if k >= n:
@@ -360,7 +363,7 @@ def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int) -> Iterator[
     if worker < k % W:
         yield None
     while True:
-        yield from worker_batches(plan, epoch, worker, skip, per_worker[worker])
+        yield from worker_batches_fn(plan, epoch, worker, skip, per_worker[worker])
         for _ in range(rounds - per_worker[worker]):
             yield None
         epoch, skip = epoch + 1, 0
@@ -512,11 +515,13 @@ class ImageStream:
 
 
 def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank: int, rank: int, world_size: int,
-                 seed: int, image_size: int, channels: int, log: Callable[[str], None] | None = None) -> ImageStream:
+                 seed: int, image_size: int, channels: int, log: Callable[[str], None] | None = None,
+                 device: torch.device | str | None = None) -> ImageStream:
     """The stream of one rank. ``rank``/``world_size`` come from the caller (the engine): the
     split by node is explicit, never guessed from the environment (webdataset's default
     single-node splitter raises under multi-node, and a guessed rank duplicates data).
-    ``log`` receives notes for the user (the run logger prints them once, on rank zero)."""
+    ``log`` receives notes for the user (the run logger prints them once, on rank zero).
+    ``device``: the training device, where ``data.device_cache`` keeps the dataset (default cpu)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} not in 0..{world_size - 1}")
     if batch_size_per_rank < 1:
@@ -546,4 +551,8 @@ def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank
                 f"({100.0 * dropped / plan.num_samples:.2f}%) are left out of each epoch (a different tail of the "
                 f"shuffled order every epoch) so all {world_size} ranks run the same number of steps"
             )
+    from gandist.data.device_cache import build_device_cache, use_device_cache
+
+    if use_device_cache(data_cfg, plan):
+        return build_device_cache(plan, data_cfg, info, device or "cpu", log=log)
     return ImageStream(plan, data_cfg, data_cfg.num_workers)
