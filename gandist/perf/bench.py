@@ -185,6 +185,7 @@ def run_bench(args: BenchArgs, log: Callable[[str], None] = print) -> dict:
             del flops_loop
             rates = _alternate(loops, args, device)
             med = {n: statistics.median(r) for n, r in rates.items()}
+            log("  " + ", ".join(f"{n} {m:,.0f} img/s" for n, m in med.items()))
             for n, loop in loops.items():
                 v = VARIANTS[n]
                 peak = device_peak_tflops(device, v.precision, args.peak_tflops)
