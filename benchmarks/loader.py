@@ -10,7 +10,9 @@ Per size, in one process run (so the ratios share the machine's state):
   PIL in a ``Dataset``, per-sample random flip, ``DataLoader(shuffle=True)``.
 * ``png shards`` / ``block shards``: gandist's stream (shuffled, exact-once epochs, random flip).
 
-Each loader runs with 0 (in-process), 1, 2 and 4 workers. Printed and written to
+Each loader runs with 0 (in-process), 1, 2 and 4 workers; per worker count all five take turns
+for `--rounds` rounds of `--sec` seconds (noise on a shared machine hits all alike), medians
+reported. Printed and written to
 ``benchmarks/results/loader_<host>_<date>.md``: images/s and the ratios png shards / folder,
 png shards / raw png, block shards / raw blocks. ``--profile`` adds where the in-process time
 goes (cProfile, top functions) for the two shard formats.
@@ -33,6 +35,7 @@ import os
 import platform
 import pstats
 import shlex
+import statistics
 import sys
 import tarfile
 import tempfile
@@ -58,6 +61,9 @@ def make_images(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
         big = np.asarray(Image.fromarray(small[i]).resize((size, size), Image.BILINEAR), dtype=np.int16)
         out[i] = np.clip(big + rng.integers(-4, 5, big.shape), 0, 255)
     return out, (np.arange(n) % 10).astype(np.int64)
+
+
+SOURCES = ("raw_png", "raw_blocks", "folder", "png", "blocks")
 
 
 # Raw reads: the same bytes, nothing but decode + layout + flip -------------------------------------
@@ -100,9 +106,8 @@ def _decode_block(tar: tarfile.TarFile, m: tarfile.TarInfo):
         yield imgs, np.zeros(len(imgs), np.int64)
 
 
-def time_raw(root: Path, fmt: str, batch: int, size: int, min_sec: float) -> float:
-    it = _raw_batches(sorted(root.glob("*.tar")), batch, size, _decode_png if fmt == "png" else _decode_block)
-    return _rate(it, "cpu", min_sec)
+def raw_batches(root: Path, fmt: str, batch: int, size: int):
+    return _raw_batches(sorted(root.glob("*.tar")), batch, size, _decode_png if fmt == "png" else _decode_block)
 
 
 # The plain folder loader ---------------------------------------------------------------------------
@@ -128,39 +133,46 @@ class FolderDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(a)), self.labels[i]
 
 
-def time_folder(root: Path, batch: int, workers: int, device: str, min_sec: float) -> float:
+def folder_batches(root: Path, batch: int, workers: int, device: str):
     dl = torch.utils.data.DataLoader(FolderDataset(root), batch_size=batch, shuffle=True, drop_last=True,
                                      num_workers=workers, pin_memory=device == "cuda", persistent_workers=workers > 0,
                                      generator=torch.Generator().manual_seed(0))
-
-    def forever():
-        while True:
-            yield from dl
-
-    return _rate(forever(), device, min_sec)
+    while True:
+        yield from dl
 
 
-def time_stream(root: Path, batch: int, workers: int, device: str, min_sec: float) -> float:
+def stream_batches(root: Path, batch: int, workers: int):
     cfg = DataConfig(path=str(root), num_workers=workers, random_flip=True, shuffle_buffer=2000)
-    info = resolve_dataset(cfg)
-    s = build_stream(cfg, info, batch_size_per_rank=batch, rank=0, world_size=1, seed=0, image_size=0, channels=0)
+    s = build_stream(cfg, resolve_dataset(cfg), batch_size_per_rank=batch, rank=0, world_size=1, seed=0,
+                     image_size=0, channels=0)
     try:
-        return _rate(iter(s), device, min_sec)
+        yield from s
     finally:
         s.close()
 
 
-def _rate(batches, device: str, min_sec: float) -> float:
-    """Images/s after the first batch (worker start-up is not throughput)."""
-    next(batches)
+def rate(batches, device: str, sec: float) -> float:
+    """Images/s of ``batches`` over ``sec`` seconds."""
     n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 <= min_sec:
+    while time.perf_counter() - t0 <= sec:
         x, _ = next(batches)
         x = x.to(device, non_blocking=True)
         n += x.shape[0]
     if device == "cuda":
         torch.cuda.synchronize()
     return n / (time.perf_counter() - t0)
+
+
+def alternate(sources: dict, device: str, sec: float, rounds: int) -> dict[str, list[float]]:
+    """Each source's images/s in ``rounds`` turns (A, B, C, A, B, C, ...): noise on a shared
+    machine hits all alike. The first batch of each (worker start-up) is not timed."""
+    for it in sources.values():
+        next(it)
+    rates: dict[str, list[float]] = {k: [] for k in sources}
+    for _ in range(rounds):
+        for name, it in sources.items():
+            rates[name].append(rate(it, device, sec))
+    return rates
 
 
 def profile_stream(root: Path, batch: int, num_batches: int, top: int = 12) -> str:
@@ -216,7 +228,8 @@ def main() -> int:
     ap.add_argument("--num-images", type=int, default=0, help="images per size (default: 8192 at 32, 4096 at 64, 2048 at 128)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--device", default="cpu", help="cpu or cuda: batches are copied there (pinned memory with cuda)")
-    ap.add_argument("--min-sec", type=float, default=2.0, help="seconds measured per variant")
+    ap.add_argument("--sec", type=float, default=1.0, help="seconds per variant per round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per worker count, variants taking turns (median reported)")
     ap.add_argument("--work-dir", default="", help="where the data is written (default: a temp dir)")
     ap.add_argument("--profile", action="store_true", help="also profile the in-process shard streams (cProfile)")
     ap.add_argument("--out", default="", help="markdown results file (default benchmarks/results/loader_<host>_<date>.md; '-' for none)")
@@ -229,16 +242,19 @@ def main() -> int:
         n = args.num_images or {32: 8192, 64: 4096}.get(size, 2048)
         folder, png, blocks = prepare(work, size, n)
         batch = min(args.batch, n // 8)
-        raw_png = time_raw(png, "png", batch, size, args.min_sec)
-        raw_blk = time_raw(blocks, "blocks", batch, size, args.min_sec)
-        print(f"{size}x{size}: raw png {raw_png:,.0f} img/s, raw blocks {raw_blk:,.0f} img/s", flush=True)
         for w in args.workers:
-            r_folder = time_folder(folder, batch, w, args.device, args.min_sec)
-            r_png = time_stream(png, batch, w, args.device, args.min_sec)
-            r_blk = time_stream(blocks, batch, w, args.device, args.min_sec)
-            rows.append((size, n, batch, w, raw_png, raw_blk, r_folder, r_png, r_blk))
-            print(f"  {w} workers: folder {r_folder:,.0f} | png shards {r_png:,.0f} ({r_png / r_folder:.2f}x folder, "
-                  f"{r_png / raw_png:.2f}x raw png) | block shards {r_blk:,.0f} ({r_blk / raw_blk:.2f}x raw blocks)", flush=True)
+            sources = {"raw_png": raw_batches(png, "png", batch, size), "raw_blocks": raw_batches(blocks, "blocks", batch, size),
+                       "folder": folder_batches(folder, batch, w, args.device), "png": stream_batches(png, batch, w),
+                       "blocks": stream_batches(blocks, batch, w)}
+            rates = alternate(sources, args.device, args.sec, args.rounds)
+            for it in sources.values():
+                it.close()
+            med = {k: statistics.median(v) for k, v in rates.items()}
+            rows.append((size, n, batch, w, med, rates))
+            print(f"{size}x{size}, {w} workers: raw png {med['raw_png']:,.0f} | raw blocks {med['raw_blocks']:,.0f} | "
+                  f"folder {med['folder']:,.0f} | png shards {med['png']:,.0f} ({med['png'] / med['folder']:.2f}x folder, "
+                  f"{med['png'] / med['raw_png']:.2f}x raw png) | block shards {med['blocks']:,.0f} "
+                  f"({med['blocks'] / med['raw_blocks']:.2f}x raw blocks)", flush=True)
         if args.profile:
             profiles.append((size, "png shards", profile_stream(png, batch, max(4, 2048 // batch))))
             profiles.append((size, "block shards", profile_stream(blocks, batch, max(20, 32768 // batch))))
@@ -250,9 +266,9 @@ def main() -> int:
         "",
         f"- machine: {machine()}",
         f"- command: `{cmd}`",
-        f"- device: {args.device}; augmentation: random horizontal flip; data from the page cache; "
-        f"{args.min_sec:g} s measured per variant after the first batch; load average {load_before:.1f} before, "
-        f"{load_after:.1f} after",
+        f"- device: {args.device}; augmentation: random horizontal flip; data from the page cache; per worker count, "
+        f"{args.rounds} rounds of {args.sec:g} s per variant, variants taking turns, median reported (min-max of the "
+        f"rounds in the second table); load average {load_before:.1f} before, {load_after:.1f} after",
         "- raw png / raw blocks: the same tar members read with tarfile and decoded (PIL / np.load) into a "
         "preallocated uint8 BCHW batch, half of it flipped; one process, no shuffling",
         "",
@@ -260,9 +276,13 @@ def main() -> int:
         "block shards | blocks / raw blocks |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for size, n, batch, w, raw_png, raw_blk, r_folder, r_png, r_blk in rows:
-        lines.append(f"| {size}x{size} | {batch} | {w} | {raw_png:,.0f} | {raw_blk:,.0f} | {r_folder:,.0f} | {r_png:,.0f} | "
-                     f"{r_png / r_folder:.2f} | {r_png / raw_png:.2f} | {r_blk:,.0f} | {r_blk / raw_blk:.2f} |")
+    for size, n, batch, w, med, rates in rows:
+        lines.append(f"| {size}x{size} | {batch} | {w} | {med['raw_png']:,.0f} | {med['raw_blocks']:,.0f} | {med['folder']:,.0f} | "
+                     f"{med['png']:,.0f} | {med['png'] / med['folder']:.2f} | {med['png'] / med['raw_png']:.2f} | "
+                     f"{med['blocks']:,.0f} | {med['blocks'] / med['raw_blocks']:.2f} |")
+    lines += ["", "| size | workers | " + " | ".join(SOURCES) + " |", "| --- | --- |" + " --- |" * len(SOURCES)]
+    for size, n, batch, w, med, rates in rows:
+        lines.append(f"| {size}x{size} | {w} | " + " | ".join(f"{min(rates[k]):,.0f}-{max(rates[k]):,.0f}" for k in SOURCES) + " |")
     lines.append("")
     lines.append("Figures are images/s; ratios are measured in this one run.")
     for size, name, text in profiles:
