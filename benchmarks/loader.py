@@ -40,6 +40,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -163,15 +164,20 @@ def rate(batches, device: str, sec: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def alternate(sources: dict, device: str, sec: float, rounds: int) -> dict[str, list[float]]:
-    """Each source's images/s in ``rounds`` turns (A, B, C, A, B, C, ...): noise on a shared
-    machine hits all alike. The first batch of each (worker start-up) is not timed."""
-    for it in sources.values():
-        next(it)
-    rates: dict[str, list[float]] = {k: [] for k in sources}
+def alternate(factories: dict, device: str, sec: float, rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Each source's images/s in ``rounds`` turns (A, B, C, A, B, C, ...), so that noise on a
+    shared machine hits all alike. Each turn starts the source afresh and closes it after: live
+    DataLoader workers would otherwise refill their prefetch queues while another source is timed
+    (stealing its CPU and handing their own next turn a free burst). The first ``warmup`` batches
+    (worker start-up, the initial prefetch) are not timed."""
+    rates: dict[str, list[float]] = {k: [] for k in factories}
     for _ in range(rounds):
-        for name, it in sources.items():
+        for name, make in factories.items():
+            it = make()
+            for _ in range(warmup):
+                next(it)
             rates[name].append(rate(it, device, sec))
+            it.close()
     return rates
 
 
@@ -243,12 +249,11 @@ def main() -> int:
         folder, png, blocks = prepare(work, size, n)
         batch = min(args.batch, n // 8)
         for w in args.workers:
-            sources = {"raw_png": raw_batches(png, "png", batch, size), "raw_blocks": raw_batches(blocks, "blocks", batch, size),
-                       "folder": folder_batches(folder, batch, w, args.device), "png": stream_batches(png, batch, w),
-                       "blocks": stream_batches(blocks, batch, w)}
-            rates = alternate(sources, args.device, args.sec, args.rounds)
-            for it in sources.values():
-                it.close()
+            factories = {"raw_png": partial(raw_batches, png, "png", batch, size),
+                         "raw_blocks": partial(raw_batches, blocks, "blocks", batch, size),
+                         "folder": partial(folder_batches, folder, batch, w, args.device),
+                         "png": partial(stream_batches, png, batch, w), "blocks": partial(stream_batches, blocks, batch, w)}
+            rates = alternate(factories, args.device, args.sec, args.rounds, warmup=1 + w)
             med = {k: statistics.median(v) for k, v in rates.items()}
             rows.append((size, n, batch, w, med, rates))
             print(f"{size}x{size}, {w} workers: raw png {med['raw_png']:,.0f} | raw blocks {med['raw_blocks']:,.0f} | "
@@ -267,7 +272,8 @@ def main() -> int:
         f"- machine: {machine()}",
         f"- command: `{cmd}`",
         f"- device: {args.device}; augmentation: random horizontal flip; data from the page cache; per worker count, "
-        f"{args.rounds} rounds of {args.sec:g} s per variant, variants taking turns, median reported (min-max of the "
+        f"{args.rounds} rounds of {args.sec:g} s per variant (each started afresh, 1 + workers batches untimed), "
+        f"variants taking turns, median reported (min-max of the "
         f"rounds in the second table); load average {load_before:.1f} before, {load_after:.1f} after",
         "- raw png / raw blocks: the same tar members read with tarfile and decoded (PIL / np.load) into a "
         "preallocated uint8 BCHW batch, half of it flipped; one process, no shuffling",
