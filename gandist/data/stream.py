@@ -270,8 +270,9 @@ def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_goo
     b = sum(len(idx) for _, idx in parts)
     x = np.empty((b, ch, size, size), np.uint8)
     if parts[0][0].blocks is not None:  # block shards: gather rows from the chunk's blocks
-        # Gathered in HWC into a batch-sized buffer (stays in cache), then one layout change.
-        tmp_bhwc = np.empty((b, size, size, ch), np.uint8)
+        # Per block: its rows gathered (HWC, contiguous rows) and written into the batch with the
+        # layout change in the same copy: two passes per sample, as reading the block and
+        # transposing it would take anyway.
         y = np.empty(b, np.int64)
         pos = 0
         for c, idx in parts:
@@ -279,7 +280,7 @@ def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_goo
             for p in np.unique(part):
                 sel = np.flatnonzero(part == p)
                 block = c.blocks[p]
-                tmp_bhwc[pos + sel] = 0 if block is None else block[row[sel]]
+                x[pos + sel] = 0 if block is None else block[row[sel]].transpose(0, 3, 1, 2)
             y[pos: pos + len(idx)] = c.labels[idx]
             if c.bad:
                 for j, i in enumerate(idx):
@@ -287,7 +288,6 @@ def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_goo
                         bad.append(pos + j)
                         msgs.append(c.bad[int(i)])
             pos += len(idx)
-        x[:] = tmp_bhwc.transpose(0, 3, 1, 2)
     else:
         labels = []
         for c, idx in parts:
