@@ -1,7 +1,7 @@
 """``gandist bench``: images/s, memory and MFU of gandist's training step against a plain loop.
 
 One process and one process group. For each model configuration, every variant is built once,
-warmed up, and then timed in alternating rounds (variant A, B, C, A, B, C, ...), so that noise on
+warmed up, and then timed in alternating rounds (A, B, C, then C, B, A, ...), so that noise on
 a shared machine hits all variants alike; a variant's figure is the median of its rounds, and
 every ratio is between figures of the same run.
 
@@ -104,9 +104,12 @@ def _alternate(loops: dict[str, Loop], args: BenchArgs, device: torch.device) ->
     for loop in loops.values():
         _time(loop.step, args.warmup, device)
     rates: dict[str, list[float]] = {k: [] for k in loops}
-    for _ in range(args.rounds):
-        for name, loop in loops.items():
-            rates[name].append(args.steps * args.batch / _time(loop.step, args.steps, device))
+    names = list(loops)
+    for r in range(args.rounds):
+        # Every other round in reverse: a variant always timed right after the same other one
+        # would carry that neighbour's after-effects (caches, allocator, clock) in every round.
+        for name in (names if r % 2 == 0 else names[::-1]):
+            rates[name].append(args.steps * args.batch / _time(loops[name].step, args.steps, device))
     return rates
 
 
