@@ -12,7 +12,7 @@ from gandist import __version__
 from gandist.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, GandistError
 
 # Order is the order of ``gandist --help``.
-VERBS = ["train", "shards", "sample", "export", "eval", "synth", "classify", "config"]
+VERBS = ["train", "shards", "sample", "export", "eval", "synth", "classify", "config", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

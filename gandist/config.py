@@ -53,6 +53,10 @@ class DataConfig:
     """Path of the shards' ``manifest.json`` when ``path`` is remote (``pipe:``) or the manifest lives elsewhere."""
     random_crop_pad: int = 0
     """Random-crop augmentation: reflect-pad by this many pixels, crop back to size; 0: off."""
+    device_cache: bool = False
+    """Read the whole dataset once and keep it, as uint8, on the training device (same order, augmentation and resume as streaming)."""
+    device_cache_max_mb: float = 0.0
+    """Also use the device cache whenever the decoded uint8 dataset is at most this many MiB (0: only when ``device_cache``)."""
 
     def validate(self) -> None:
         _check(self.num_workers >= -1, "data.num_workers", "must be >= 0, or -1 (from the CPUs)", self.num_workers)
@@ -61,6 +65,7 @@ class DataConfig:
         _check(self.channels in (0, 1, 3), "data.channels", "must be one of 0 (dataset), 1, 3", self.channels)
         _check(0.0 <= self.max_skipped_fraction <= 1.0, "data.max_skipped_fraction", "must be in [0, 1]", self.max_skipped_fraction)
         _check(self.random_crop_pad >= 0, "data.random_crop_pad", "must be >= 0", self.random_crop_pad)
+        _check(self.device_cache_max_mb >= 0, "data.device_cache_max_mb", "must be >= 0", self.device_cache_max_mb)
 
 
 @dataclass

@@ -272,7 +272,7 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
     notes: list[str] = []  # printed once the logger exists
     stream = build_stream(cfg.data, info, batch_size_per_rank=engine.batch_size_per_rank, rank=engine.rank,
                           world_size=engine.world_size, seed=cfg.train.seed,
-                          image_size=spec.image_size, channels=spec.channels, log=notes.append)
+                          image_size=spec.image_size, channels=spec.channels, log=notes.append, device=engine.device)
     if cfg.train.epochs:
         if not stream.batches_per_epoch:
             raise DataError("train.epochs: the data stream has no epoch length (use data.mode=epoch)")

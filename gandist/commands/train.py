@@ -16,7 +16,8 @@ from gandist.runtime import apply_thread_budget, explicit_keys, resolve_mixed_pr
 
 # Keys a resumed run may change without --allow-config-change: training longer is the point
 # of resuming; anything else would silently mix two experiments in one run directory.
-RESUMABLE_CHANGES = {"train.steps", "train.epochs"}
+# The device cache gives the streaming path's batches exactly, so switching it is not a change.
+RESUMABLE_CHANGES = {"train.steps", "train.epochs", "data.device_cache", "data.device_cache_max_mb"}
 
 
 def add_parser(subparsers) -> None:
