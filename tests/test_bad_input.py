@@ -63,7 +63,6 @@ def test_sample_out_naming_a_directory_exits_2_and_leaves_no_tmp(tmp_path, capsy
 
 def _exported_generator(tmp_path: Path) -> Path:
     """A tiny exported generator made without training (its weights are the initial ones)."""
-    import torch
     from safetensors.torch import save_file
 
     from gandist.models import ModelSpec, build_generator

@@ -128,7 +128,7 @@ def test_command_lines_parse(doc, command, tmp_path):
     with contextlib.redirect_stderr(io.StringIO()) as err:
         try:
             _, extra = sub.parse_known_args(rest)
-        except SystemExit as e:
+        except SystemExit:
             raise AssertionError(f"{doc}: `{line}` does not parse: {err.getvalue()}") from None
     assert all("=" in e and not e.startswith("-") for e in extra), f"{doc}: `{line}`: unrecognized {extra}"
     if argv[0] == "train":

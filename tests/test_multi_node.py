@@ -6,10 +6,8 @@ with exactly the weights of a single 2-process run."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -65,7 +65,9 @@ class DeviceCachedStream(ImageStream):
     """An :class:`ImageStream` over a dataset held on ``device`` (see the module docstring)."""
 
     def __init__(self, plan: StreamPlan, data_cfg: DataConfig, info: DatasetInfo, device: torch.device):
-        super().__init__(plan, data_cfg, data_cfg.num_workers)
+        # The loader-worker count the streaming path would use (data.num_workers=-1 resolved by the
+        # plan), so the saved positions of the two paths stay interchangeable.
+        super().__init__(plan, data_cfg, 0 if data_cfg.num_workers == 0 else plan.num_workers)
         images_nchw, labels = read_all(info, image_size=plan.image_size, channels=plan.channels)
         self.device = torch.device(device)
         # Copied into canonical NCHW strides: with C = 1, numpy leaves the channel stride at 1,
