@@ -149,9 +149,11 @@ def accuracy(model: torch.nn.Module, data: LabelledImages, device: torch.device 
 # Saving a classifier (the domain classifier used as a feature extractor) -----------------------
 
 
-def save_classifier(model: ResNet, path: str | Path, *, arch: str, channels: int, image_size: int, class_names: list[str], train_source: str, test_accuracy: float) -> None:
-    """Weights as safetensors, with the facts needed to rebuild it in the file's metadata."""
-    meta = {
+def save_classifier(model: torch.nn.Module, path: str | Path, *, arch: str, channels: int, image_size: int, class_names: list[str],
+                    train_source: str, test_accuracy: float, extra_meta: dict[str, str] | None = None) -> None:
+    """Weights as safetensors, with the facts needed to rebuild it in the file's metadata
+    (``extra_meta``: more of them, for architectures outside the ResNet registry)."""
+    meta = {**(extra_meta or {}),
         "format": "gandist-classifier-v1",
         "arch": arch,
         "channels": str(channels),
@@ -185,7 +187,12 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
         "train_source": meta.get("train_source", ""),
         "test_accuracy": float(meta.get("test_accuracy", "nan")),
     }
-    model = build_classifier(info["arch"], info["channels"], info["num_classes"], info["image_size"])
+    if info["arch"].startswith("gan-discriminator:"):  # a semi-supervised GAN's D (gandist export --classifier)
+        from gandist.semisup.model import build_from_classifier_metadata
+
+        model = build_from_classifier_metadata(meta)
+    else:
+        model = build_classifier(info["arch"], info["channels"], info["num_classes"], info["image_size"])
     model.load_state_dict(load_file(str(path)))
     return model.to(device).eval(), info
 
