@@ -73,7 +73,8 @@ class SemisupObjective:
     """
 
     def __init__(self, labelled_images: np.ndarray, labelled_labels: np.ndarray, *, loss_name: str,
-                 unsupervised_weight: float, seed: int, global_batch_size: int):
+                 unsupervised_weight: float, seed: int, global_batch_size: int, random_flip: bool = False,
+                 random_crop_pad: int = 0):
         self.images_u8 = torch.from_numpy(labelled_images)  # N x C x H x W, on CPU until a batch is drawn
         self.labels = torch.from_numpy(labelled_labels.astype(np.int64))
         self.feature_matching = loss_name == "feature_matching"
@@ -81,6 +82,7 @@ class SemisupObjective:
         self.unsupervised_weight = float(unsupervised_weight)
         self.seed = seed
         self.global_batch_size = global_batch_size
+        self.random_flip, self.random_crop_pad = random_flip, random_crop_pad  # the stream's augmentation, also here
         self._real: list[torch.Tensor] = []  # the D step's real micro-batches, reused by the G step
         self._gen = torch.Generator()
 
@@ -89,11 +91,23 @@ class SemisupObjective:
         return self.unsupervised_weight > 0
 
     def labelled_batch(self, step: int, micro: int, rank: int, world_size: int, accum: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's labelled micro-batch ``micro`` of ``step``: (uint8 B x C x H x W, labels B)."""
+        """This rank's labelled micro-batch ``micro`` of ``step``: (uint8 B x C x H x W, labels B),
+        augmented like the real images (``data.random_flip``, ``data.random_crop_pad``)."""
+        from gandist.data.stream import augment_batch_np
+
         self._gen.manual_seed(hash((self.seed, step, 7919)) & 0x7FFF_FFFF_FFFF_FFFF)
         idx = torch.randint(0, len(self.labels), (self.global_batch_size,), generator=self._gen)
-        idx = idx.view(world_size, accum, -1)[rank, micro]
-        return self.images_u8[idx], self.labels[idx]
+        if self.random_flip or self.random_crop_pad:
+            # The whole global batch is augmented with one generator of (seed, step), then sliced:
+            # any world size augments each image of the global batch the same way.
+            rng = np.random.default_rng([self.seed, step, 7919])
+            images = torch.from_numpy(augment_batch_np(self.images_u8[idx].numpy(), rng, self.random_flip, self.random_crop_pad))
+        else:
+            images = self.images_u8[idx]
+        # rank x micro x B: this rank's micro-batch of the global batch as one process draws it.
+        pick = torch.arange(self.global_batch_size).view(world_size, accum, -1)[rank, micro]
+        images, idx = images[pick], idx[pick]
+        return images, self.labels[idx]
 
     def d_micro_loss(self, d, real: torch.Tensor, labelled: torch.Tensor, labels: torch.Tensor, fake: torch.Tensor | None):
         """D's loss on one micro-batch (inputs in [-1, 1]) and its parts: (loss, stats tensor of
@@ -184,5 +198,6 @@ def build_objective(cfg, labelled) -> SemisupObjective:
     """The objective of ``cfg`` over the labelled set (a ``gandist.semisup.labelled.LabelledSet``)."""
     return SemisupObjective(labelled.images, labelled.labels, loss_name=cfg.loss.name,
                             unsupervised_weight=cfg.loss.unsupervised_weight, seed=cfg.train.seed,
-                            global_batch_size=cfg.train.batch_size)
+                            global_batch_size=cfg.train.batch_size, random_flip=cfg.data.random_flip,
+                            random_crop_pad=cfg.data.random_crop_pad)
 
