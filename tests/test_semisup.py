@@ -165,3 +165,105 @@ def test_labelled_batches_are_a_pure_function_of_the_step_and_split_by_rank():
     parts = [obj.labelled_batch(5, m, rank=r, world_size=2, accum=2) for r in range(2) for m in range(2)]
     assert torch.equal(torch.cat([p[0] for p in parts]), one) and torch.equal(torch.cat([p[1] for p in parts]), labels)
     assert torch.equal(labels, one[:, 0, 0, 0].long() % 10)  # images keep their labels through the augmentation
+
+
+# End to end through the CLI ----------------------------------------------------------------------
+
+
+def _load(path):
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_subset_and_equals_the_uninterrupted_run(run, tmp_path, digits_train):
+    args = [f"data.path={digits_train}", *SEMISUP, *SMALL, "data.labelled_per_class=2", "data.random_crop_pad=1",
+            "checkpoint.every_steps=3"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run("train", "--run-dir", straight, "train.steps=6", *args).returncode == 0
+    assert run("train", "--run-dir", resumed, "train.steps=3", *args).returncode == 0
+    subset = (resumed / "labelled.json").read_text()
+    res = run("train", "--run-dir", resumed, "train.steps=6", *args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (resumed / "labelled.json").read_text() == subset == (straight / "labelled.json").read_text()
+    assert json.loads(subset)["num_per_class"] == [2] * 10
+    a, b = (_load(d / "ckpt" / "step_00000006" / "model.pt") for d in (straight, resumed))
+    for net in ("G", "D"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k}"
+    assert "head.weight" in a["D"]  # the K-class head, not the model's one logit
+    # A resume may not change the subset: the error names the field (exit 2).
+    res = run("train", "--run-dir", resumed, "train.steps=8", *args[:-2], "data.labelled_per_class=3", "checkpoint.every_steps=3",
+              "--allow-config-change")
+    assert res.returncode == 2 and "data.labelled_per_class" in res.stderr, res.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_without_gan_terms_it_is_a_plain_supervised_classifier(run, tmp_path, digits_train, digits_test):
+    """labelled_fraction=1 and loss.unsupervised_weight=0: D trains on the labelled images alone
+    (G is never updated) and reaches the accuracy of the same network trained by a plain loop."""
+    from gandist.classification.training import LabelledImages, accuracy
+    from gandist.models import ModelSpec
+    from gandist.semisup.model import build_semisup_discriminator
+
+    steps, batch = 150, 32
+    d_run = tmp_path / "sup"
+    res = run("train", "--run-dir", d_run, f"data.path={digits_train}", *SEMISUP, *SMALL, "model.d_width=16",
+              "loss.unsupervised_weight=0", f"train.steps={steps}", "optim.lr_d=1e-3")
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = run("eval", "--run-dir", d_run, "--test", digits_test)
+    assert res.returncode == 0, res.stderr[-2000:]
+    acc_run = json.loads((d_run / "eval_classifier.json").read_text())["accuracy"]
+    records = [json.loads(line) for line in (d_run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss/G"] == 0 and r["loss/D_unsupervised"] == 0 for r in records)
+
+    # The reference: the same network, Adam(1e-3, betas 0.5/0.999), cross-entropy on random batches.
+    x_tr, y_tr = read_all(resolve_dataset(DataConfig(path=str(digits_train))))
+    x_te, y_te = read_all(resolve_dataset(DataConfig(path=str(digits_test))))
+    accs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = build_semisup_discriminator("dcgan", ModelSpec(16, 1, 0, 8, 8, 16), 10)
+        opt = torch.optim.Adam(net.parameters(), 1e-3, betas=(0.5, 0.999))
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            idx = torch.randint(0, len(y_tr), (batch,), generator=gen)
+            x = torch.from_numpy(x_tr[idx.numpy()]).float().div(127.5).sub(1)
+            loss = supervised_loss(net(x), torch.from_numpy(y_tr[idx.numpy()]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        accs.append(accuracy(net.eval(), LabelledImages(x_te, y_te)))
+    assert min(accs) > 0.8, accs  # the reference learned (chance: 0.1)
+    assert abs(acc_run - np.mean(accs)) < 0.04, (acc_run, accs)
+
+
+@pytest.mark.slow
+def test_discriminator_as_classifier_eval_and_export(run, tmp_path, digits_train, digits_test):
+    from gandist.classification.training import LabelledImages, accuracy, load_classifier
+    from gandist.metrics.extractors import ClassifierExtractor
+
+    d_run = tmp_path / "run"
+    res = run("train", "--run-dir", d_run, f"data.path={digits_train}", *SEMISUP, *SMALL, "data.labelled_fraction=0.1",
+              "train.steps=20")
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = run("eval", "--run-dir", d_run, "--test", digits_test)
+    assert res.returncode == 0 and "test accuracy" in res.stdout, res.stderr[-2000:]
+    acc = json.loads((d_run / "eval_classifier.json").read_text())["accuracy"]
+    out = tmp_path / "d.safetensors"
+    res = run("export", "--run-dir", d_run, "--classifier", "--test", digits_test, "--out", out)
+    assert res.returncode == 0, res.stderr[-2000:]
+    model, info = load_classifier(out)
+    assert info["arch"] == "gan-discriminator:dcgan" and info["num_classes"] == 10
+    assert info["test_accuracy"] == pytest.approx(acc, abs=1e-6)
+    x_te, y_te = read_all(resolve_dataset(DataConfig(path=str(digits_test))))
+    assert accuracy(model, LabelledImages(x_te, y_te)) == pytest.approx(acc)
+    # It serves as the evaluation's feature extractor, like classify's domain classifier.
+    feats, logits = ClassifierExtractor(out)(torch.from_numpy(x_te[:5]))
+    assert feats.shape == (5, model.num_features) and logits.shape == (5, 10)
+    # A run trained with train.objective=gan has no class head: exit 2, naming the flag.
+    gan_run = tmp_path / "gan"
+    assert run("train", "--run-dir", gan_run, f"data.path={digits_train}", *SMALL, "train.steps=2").returncode == 0
+    res = run("eval", "--run-dir", gan_run, "--test", digits_test)
+    assert res.returncode == 2 and "not a semi-supervised run" in res.stderr
+    res = run("export", "--run-dir", gan_run, "--classifier", "--out", tmp_path / "x.safetensors")
+    assert res.returncode == 2 and "not a semi-supervised run" in res.stderr
