@@ -260,6 +260,20 @@ def test_discriminator_as_classifier_eval_and_export(run, tmp_path, digits_train
     # It serves as the evaluation's feature extractor, like classify's domain classifier.
     feats, logits = ClassifierExtractor(out)(torch.from_numpy(x_te[:5]))
     assert feats.shape == (5, model.num_features) and logits.shape == (5, 10)
+    # In the low-data study: the "semi-supervised GAN" line at the run's fraction, in JSON, table and plot.
+    study = tmp_path / "study"
+    res = run("classify", "--train", digits_train, "--test", digits_test, "--protocol", "lowdata", "--real-fraction", "0.1",
+              "--seeds", "1", "--steps", "3", "--semisup-run", d_run, "--out", study)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads((study / "classify_report.json").read_text())
+    line = report["lowdata"]["fraction=0.1/semi-supervised GAN"]
+    assert line["accuracies"] == [pytest.approx(acc)] and line["variant"] == "semi-supervised GAN"
+    # The labels of the real-only line of the same fraction and seed: the same subset.
+    assert line["num_train"] == report["lowdata"]["fraction=0.1/real"]["num_train"] == 143 and line["real_fraction"] == 0.1
+    assert "| lowdata | fraction=0.1/semi-supervised GAN | 143 |" in (study / "classify_report.md").read_text()
+    assert (study / "classify_report.png").stat().st_size > 0
+    res = run("classify", "--train", digits_train, "--test", digits_test, "--protocol", "real", "--semisup-run", d_run, "--out", study)
+    assert res.returncode == 2 and "add --protocol lowdata" in res.stderr
     # A run trained with train.objective=gan has no class head: exit 2, naming the flag.
     gan_run = tmp_path / "gan"
     assert run("train", "--run-dir", gan_run, f"data.path={digits_train}", *SMALL, "train.steps=2").returncode == 0
@@ -267,3 +281,5 @@ def test_discriminator_as_classifier_eval_and_export(run, tmp_path, digits_train
     assert res.returncode == 2 and "not a semi-supervised run" in res.stderr
     res = run("export", "--run-dir", gan_run, "--classifier", "--out", tmp_path / "x.safetensors")
     assert res.returncode == 2 and "not a semi-supervised run" in res.stderr
+    res = run("classify", "--train", digits_train, "--test", digits_test, "--protocol", "lowdata", "--semisup-run", gan_run, "--out", study)
+    assert res.returncode == 2 and "--semisup-run" in res.stderr
