@@ -283,3 +283,14 @@ def test_discriminator_as_classifier_eval_and_export(run, tmp_path, digits_train
     assert res.returncode == 2 and "not a semi-supervised run" in res.stderr
     res = run("classify", "--train", digits_train, "--test", digits_test, "--protocol", "lowdata", "--semisup-run", gan_run, "--out", study)
     assert res.returncode == 2 and "--semisup-run" in res.stderr
+
+
+def test_data_without_classes_is_refused_naming_the_objective(tmp_path):
+    from gandist.errors import DataError
+    from gandist.semisup import setup_semisup
+
+    x, _ = digits_arrays("train")
+    write_shards(((f"{i:05d}", x[i], None) for i in range(40)), tmp_path / "unlabelled", class_names=[], shard_size=40, fmt="png")
+    cfg = load_config(None, [*SEMISUP, f"data.path={tmp_path / 'unlabelled'}"])
+    with pytest.raises(DataError, match="train.objective=semisup: the dataset .* has no classes"):
+        setup_semisup(cfg, tmp_path / "run", None, resolve_dataset(cfg.data), None, None, log=print)
