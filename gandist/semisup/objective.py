@@ -67,9 +67,9 @@ class SemisupObjective:
     """D and G steps of a semi-supervised run.
 
     Each micro-batch adds a labelled batch of the same size as the real one, drawn with
-    replacement from the labelled set by a generator seeded by (seed, step, micro): the draw is a
-    pure function of the step (a resume needs no state), and it is made for the global batch and
-    sliced by rank, so N ranks see the labelled images one process would.
+    replacement from the labelled set by a generator seeded by (seed, step): the draw is a pure
+    function of the step (a resume needs no state), and it is made for the global batch and
+    sliced by rank and micro-batch, so N ranks see the labelled images one process would.
     """
 
     def __init__(self, labelled_images: np.ndarray, labelled_labels: np.ndarray, *, loss_name: str,
@@ -153,7 +153,7 @@ class SemisupObjective:
         total = torch.zeros(6, device=engine.device)
         self._real = []
         for micro in range(accum):
-            real_u8, _ = next(run.batches)  # the stream's labels are not used: only labelled.json's count
+            real_u8, _ = next(run.batches)  # unlabelled use: D learns only the labels of labelled.json
             real = to_unit_range(real_u8.to(engine.device, non_blocking=True))
             lab_u8, labels = self.labelled_batch(run.step, micro, engine.rank, engine.world_size, accum)
             labelled = to_unit_range(lab_u8.to(engine.device, non_blocking=True))
