@@ -1,4 +1,4 @@
-"""``gandist eval``: FID/KID/precision/recall (and IS, per-class FID) of a finished run's EMA generator."""
+"""``gandist eval``: FID/KID/precision/recall (and IS, per-class FID) of a finished run's EMA generator; with ``--test``, the test accuracy of a semi-supervised run's discriminator."""
 
 from __future__ import annotations
 
