@@ -33,10 +33,11 @@ for f in "${FRACTIONS[@]}"; do
 done
 run classify --train data/digits-train --test data/digits-test --protocol lowdata \
     --real-fraction "$(IFS=,; echo "${FRACTIONS[*]}")" --seeds "${#SEEDS[@]}" "${runs[@]}" --out reports/semisup
-stamp=$(date -u +%Y-%m-%d)
-cp reports/semisup/classify_report.json "$REPO/benchmarks/results/semisup_digits_${stamp}.json"
-cp reports/semisup/classify_report.md "$REPO/benchmarks/results/semisup_digits_${stamp}.md"
+name=semisup_digits_$(date -u +%Y-%m-%d)_${STEPS}steps
+cp reports/semisup/classify_report.json "$REPO/benchmarks/results/${name}.json"
+cp reports/semisup/classify_report.md "$REPO/benchmarks/results/${name}.md"
+cp reports/semisup/classify_report.png "$REPO/benchmarks/results/${name}.png"
 cp reports/semisup/classify_report.png "$REPO/docs/semisup_digits_report.png"
 cat reports/semisup/classify_report.md
-python3 "$REPO/benchmarks/semisup_summary.py" reports/semisup/classify_report.json | tee "$REPO/benchmarks/results/semisup_digits_${stamp}_summary.md"
+python3 "$REPO/benchmarks/semisup_summary.py" reports/semisup/classify_report.json | tee "$REPO/benchmarks/results/${name}_summary.md"
 echo "total $(( $(date +%s) - t0 )) s"
