@@ -7,7 +7,7 @@
 # Usage: bash benchmarks/semisup_digits.sh WORKDIR [STEPS] [GANDIST_COMMAND...]
 set -euo pipefail
 WORK=$(realpath -m "$1"); shift
-STEPS=${1:-1000}; [ $# -gt 0 ] && shift
+STEPS=${1:-2000}; [ $# -gt 0 ] && shift
 G=("$@"); [ $# -eq 0 ] && G=(python3 -m gandist)
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 FRACTIONS=(0.05 0.1)
