@@ -57,6 +57,10 @@ class DataConfig:
     """Read the whole dataset once and keep it, as uint8, on the training device (same order, augmentation and resume as streaming)."""
     device_cache_max_mb: float = 0.0
     """Also use the device cache whenever the decoded uint8 dataset is at most this many MiB (0: only when ``device_cache``)."""
+    labelled_fraction: float = 1.0
+    """``train.objective=semisup``: fraction of each class's labelled samples whose labels are used (class-stratified, seeded by ``train.seed``); 1: all labels the shards carry."""
+    labelled_per_class: int = 0
+    """``train.objective=semisup``: use the labels of this many samples per class instead of a fraction; 0: use ``labelled_fraction``."""
 
     def validate(self) -> None:
         _check(self.num_workers >= -1, "data.num_workers", "must be >= 0, or -1 (from the CPUs)", self.num_workers)
@@ -66,6 +70,13 @@ class DataConfig:
         _check(0.0 <= self.max_skipped_fraction <= 1.0, "data.max_skipped_fraction", "must be in [0, 1]", self.max_skipped_fraction)
         _check(self.random_crop_pad >= 0, "data.random_crop_pad", "must be >= 0", self.random_crop_pad)
         _check(self.device_cache_max_mb >= 0, "data.device_cache_max_mb", "must be >= 0", self.device_cache_max_mb)
+        _check(0.0 < self.labelled_fraction <= 1.0, "data.labelled_fraction", "must be in (0, 1]", self.labelled_fraction)
+        _check(self.labelled_per_class >= 0, "data.labelled_per_class", "must be >= 0 (0: use data.labelled_fraction)", self.labelled_per_class)
+        if self.labelled_per_class and self.labelled_fraction != 1.0:
+            raise ConfigError(
+                f"data.labelled_per_class: set either data.labelled_per_class ({self.labelled_per_class}) or "
+                f"data.labelled_fraction ({self.labelled_fraction}), not both"
+            )
 
 
 @dataclass
@@ -98,11 +109,13 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: Literal["nonsaturating", "minimax", "lsgan"] = "nonsaturating"
-    """Adversarial loss: non-saturating BCE (default), original minimax BCE, or least squares."""
+    name: Literal["nonsaturating", "minimax", "lsgan", "feature_matching"] = "nonsaturating"
+    """Adversarial loss: non-saturating BCE (default), original minimax BCE, least squares, or (``train.objective=semisup`` only) feature matching for G on D's penultimate features with BCE for D."""
+    unsupervised_weight: float = 1.0
+    """``train.objective=semisup``: weight of D's real/generated terms next to the labelled cross-entropy; 0: GAN terms off (D trains as a plain supervised classifier, G is not updated)."""
 
     def validate(self) -> None:
-        pass
+        _check(self.unsupervised_weight >= 0, "loss.unsupervised_weight", "must be >= 0", self.unsupervised_weight)
 
 
 @dataclass
@@ -152,6 +165,8 @@ class TrainConfig:
     """Decay of the exponential moving average of G's weights (the EMA G makes samples and metrics)."""
     ema_start_step: int = 100
     """Before this step the EMA copies G's weights instead of averaging (early weights are noise)."""
+    objective: Literal["gan", "semisup"] = "gan"
+    """``gan``: the usual GAN; ``semisup``: semi-supervised GAN (Salimans et al., 2016): D is also a K-class classifier trained on the labelled subset (``data.labelled_*``), G an unconditional generator."""
 
     def validate(self, world_size: int = 1) -> None:
         _check(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
@@ -344,6 +359,13 @@ class Config:
                 section.validate()
         if self.train.epochs and self.data.mode != "epoch":
             raise ConfigError("train.epochs: an epoch budget needs data.mode=epoch (resampled streams have no epochs)")
+        if self.loss.name == "feature_matching" and self.train.objective != "semisup":
+            raise ConfigError("loss.name: feature_matching needs train.objective=semisup (it matches D's classifier features)")
+        if self.train.objective == "semisup" and self.model.conditional:
+            raise ConfigError(
+                "train.objective: semisup trains an unconditional G (D's class logits carry the labels); "
+                "set model.conditional=false"
+            )
         for check in _REGISTERED_CHECKS:
             check(self)
         return self

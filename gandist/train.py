@@ -46,6 +46,7 @@ class Run:
     latents: LatentSampler
     dataset_info: Any = None  # gandist.data.DatasetInfo of the real data (metrics compare against it)
     best_fid: float = float("inf")  # of ckpt/best, restored on resume
+    objective: Any = None  # gandist.semisup.objective.SemisupObjective when train.objective=semisup
 
     @property
     def step(self) -> int:
@@ -83,7 +84,7 @@ def train(cfg: Config, run_dir: Path) -> int:
 
 def train_loop(run: Run) -> int:
     cfg, logger = run.cfg, run.logger
-    loss_fn = get_loss(cfg.loss.name)
+    loss_fn = get_loss(cfg.loss.name) if run.objective is None else None
     fixed_z, fixed_y = fixed_noise(cfg.log.num_grid_images, run.spec.z_dim, run.spec.num_classes, cfg.train.seed, run.engine.device)
     means, last_log_time = RunningMeans(), time.perf_counter()
 
@@ -132,8 +133,12 @@ def is_due(run: Run, every_steps: int) -> bool:
 def train_step(run: Run, loss_fn) -> StepStats:
     """One D update, one G update, the EMA."""
     set_learning_rates(run)
-    stats = discriminator_step(run, loss_fn)
-    stats["loss/G"] = generator_step(run, loss_fn)
+    if run.objective is not None:  # semi-supervised: D also learns the labelled classes
+        stats = run.objective.discriminator_step(run)
+        stats["loss/G"] = run.objective.generator_step(run)
+    else:
+        stats = discriminator_step(run, loss_fn)
+        stats["loss/G"] = generator_step(run, loss_fn)
     update_ema(run)
     run.state.step += 1
     return stats
@@ -265,12 +270,17 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
 
     spec = model_spec(cfg, info)
     g, d = build_models(cfg.model.name, spec)
+    notes: list[str] = []  # printed once the logger exists
+    objective, stream_info = None, info
+    if cfg.train.objective == "semisup":
+        from gandist.semisup import setup_semisup
+
+        d, objective, stream_info = setup_semisup(cfg, run_dir, engine, info, spec, d, log=notes.append)
     ema = copy.deepcopy(g).eval().requires_grad_(False)
     engine.prepare({"G": g, "D": d}, build_optimizers(cfg, g, d))
     ema.to(engine.device)
 
-    notes: list[str] = []  # printed once the logger exists
-    stream = build_stream(cfg.data, info, batch_size_per_rank=engine.batch_size_per_rank, rank=engine.rank,
+    stream = build_stream(cfg.data, stream_info, batch_size_per_rank=engine.batch_size_per_rank, rank=engine.rank,
                           world_size=engine.world_size, seed=cfg.train.seed,
                           image_size=spec.image_size, channels=spec.channels, log=notes.append, device=engine.device)
     if cfg.train.epochs:
@@ -283,6 +293,10 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
     checkpointer = Checkpointer(run_dir, engine, keep=cfg.checkpoint.keep, keep_every_steps=cfg.checkpoint.keep_every_steps)
     model_info = {"model_name": cfg.model.name, "spec": spec.to_dict(), "num_classes": spec.num_classes,
                   "class_names": list(info.class_names) if spec.num_classes else []}
+    if objective is not None:
+        from gandist.semisup import model_info_extra
+
+        model_info.update(model_info_extra(info))
     state = TrainingState(engine=engine, ema=ema, stream=stream, model_info=model_info, config_yaml=cfg.to_yaml(),
                           total_steps=total_steps)
     resume_from = checkpointer.agree_on_resumable(log=notes.append)
@@ -295,7 +309,7 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
         logger.info(note)
     run = Run(cfg=cfg, run_dir=run_dir, engine=engine, spec=spec, state=state, batches=None, logger=logger,
               checkpointer=checkpointer, latents=LatentSampler(engine, spec.z_dim, spec.num_classes, cfg.train.seed),
-              dataset_info=info)
+              dataset_info=info, objective=objective)
     best = checkpointer.read_best()
     if best and best.get("extractor") == cfg.eval.extractor:
         run.best_fid = float(best["fid"])

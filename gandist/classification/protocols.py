@@ -54,6 +54,12 @@ class ProtocolPlan:
                 raise BadInputError(f"--synthetic-ratio: each ratio must be >= 0, got {r}")
 
 
+def lowdata_rng(seed: int) -> np.random.Generator:
+    """The generator of the low-data protocol's real subset for ``seed`` (also the labelled subset
+    of a semi-supervised run with that seed, so both learn from the same labels)."""
+    return np.random.default_rng(2000 + seed)
+
+
 def stratified_subset(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Indices of ``fraction`` of each class (at least one image per class)."""
     picked = []
@@ -161,7 +167,7 @@ def run_protocols(
                 for name, augment, with_synth in variants:
 
                     def sub(seed: int, fraction: float = fraction, with_synth: bool = with_synth) -> LabelledImages:
-                        part = train.subset(stratified_subset(train.labels, fraction, np.random.default_rng(2000 + seed)))
+                        part = train.subset(stratified_subset(train.labels, fraction, lowdata_rng(seed)))
                         return _concat(part, synthetic, source="real-subset+synthetic") if with_synth else part
 
                     run("lowdata", f"fraction={fraction:g}/{name}", sub, augment, {"real_fraction": fraction, "variant": name})

@@ -150,9 +150,11 @@ def accuracy(model: torch.nn.Module, data: LabelledImages, device: torch.device 
 # Saving a classifier (the domain classifier used as a feature extractor) -----------------------
 
 
-def save_classifier(model: ResNet, path: str | Path, *, arch: str, channels: int, image_size: int, class_names: list[str], train_source: str, test_accuracy: float) -> None:
-    """Weights as safetensors, with the facts needed to rebuild it in the file's metadata."""
-    meta = {
+def save_classifier(model: torch.nn.Module, path: str | Path, *, arch: str, channels: int, image_size: int, class_names: list[str],
+                    train_source: str, test_accuracy: float, extra_meta: dict[str, str] | None = None) -> None:
+    """Weights as safetensors, with the facts needed to rebuild it in the file's metadata
+    (``extra_meta``: more of them, for architectures outside the ResNet registry)."""
+    meta = {**(extra_meta or {}),
         "format": "gandist-classifier-v1",
         "arch": arch,
         "channels": str(channels),
@@ -186,7 +188,12 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
         }
         if not isinstance(info["class_names"], list) or not all(isinstance(n, str) for n in info["class_names"]):
             raise ValueError("class_names is not a list of strings")
-        model = build_classifier(info["arch"], info["channels"], info["num_classes"], info["image_size"])
+        if info["arch"].startswith("gan-discriminator:"):  # a semi-supervised GAN's D (gandist export --classifier)
+            from gandist.semisup.model import build_from_classifier_metadata
+
+            model = build_from_classifier_metadata(meta)
+        else:
+            model = build_classifier(info["arch"], info["channels"], info["num_classes"], info["image_size"])
         model.load_state_dict(state)
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path}: damaged gandist classifier metadata or weights: {type(e).__name__}: {str(e)[:300]}") from None
