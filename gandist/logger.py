@@ -7,7 +7,6 @@ out of the training loop.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
