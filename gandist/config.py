@@ -85,8 +85,8 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: Literal["nonsaturating", "minimax", "lsgan"] = "nonsaturating"
-    """Adversarial loss: non-saturating BCE (default), original minimax BCE, or least squares."""
+    name: Literal["nonsaturating", "minimax", "lsgan", "hinge", "wgan", "rpgan", "ragan"] = "nonsaturating"
+    """Adversarial loss: non-saturating BCE (default), original minimax BCE, least squares, hinge, WGAN critic (with ``reg.gp_lambda``), relativistic pairing (R3GAN) or relativistic average."""
 
     def validate(self) -> None:
         pass

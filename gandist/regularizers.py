@@ -1,0 +1,115 @@
+"""Discriminator and generator penalties as pure functions of networks and inputs.
+
+Gradient penalties (R1, R2, WGAN-GP) differentiate D's output with respect to its input with
+``torch.autograd.grad(create_graph=True)`` and return a scalar that the caller adds to D's loss
+*before* the one ``backward()`` of the step. That is the only form that works under DDP: DDP
+all-reduces the parameter gradients of ``backward()`` but not gradients taken with
+``autograd.grad`` (https://github.com/pytorch/pytorch/issues/63929), and under DeepSpeed the
+engine's ``backward`` must see the whole loss. Every penalty is reduced in fp32, whatever the
+forward precision.
+
+Weights follow the papers: R1/R2 enter the loss as ``gamma / 2 * penalty`` (Mescheder et al.,
+2018), GP as ``lambda * penalty`` (Gulrajani et al., 2017). With lazy regularization
+(``reg.every_steps`` = k > 1) a due step multiplies the term by k, so its average over steps is
+unchanged (Karras et al., 2020, StyleGAN2 appendix B).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+Discriminator = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def input_gradient(d: Discriminator, x_bchw: torch.Tensor, y_b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits_b, dD/dx as fp32, B x C x H x W), the gradient kept in the graph so a loss built
+    from it reaches D's parameters in the caller's backward."""
+    x = x_bchw.detach().requires_grad_(True)
+    logits = d(x, y_b)
+    (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    return logits, _at_least_fp32(grad)
+
+
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 -> fp32; fp64 (the finite-difference tests) stays fp64."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def squared_grad_norm(d: Discriminator, x_bchw: torch.Tensor, y_b: torch.Tensor | None) -> torch.Tensor:
+    """E_x ||dD(x)/dx||^2 over the batch: R1 on real images, R2 on generated ones."""
+    _, grad = input_gradient(d, x_bchw, y_b)
+    return grad.square().sum(dim=(1, 2, 3)).mean()
+
+
+def r1_penalty(d: Discriminator, real_bchw: torch.Tensor, y_b: torch.Tensor | None) -> torch.Tensor:
+    """R1 (Mescheder et al., 2018): squared gradient norm of D at real images."""
+    return squared_grad_norm(d, real_bchw, y_b)
+
+
+def r2_penalty(d: Discriminator, fake_bchw: torch.Tensor, y_b: torch.Tensor | None) -> torch.Tensor:
+    """R2: the same at generated images (detached from G); R3GAN pairs it with R1."""
+    return squared_grad_norm(d, fake_bchw.detach(), y_b)
+
+
+def gradient_penalty(d: Discriminator, real_bchw: torch.Tensor, fake_bchw: torch.Tensor, y_b: torch.Tensor | None,
+                     alpha_b: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al., 2017): E (||dD/dx at x_hat|| - 1)^2 with
+    x_hat = alpha * real + (1 - alpha) * fake, alpha ~ U(0, 1) per image (drawn by the caller, so
+    the draw is seeded like the rest of the step). Conditional D sees the real images' labels."""
+    alpha = alpha_b.to(real_bchw.dtype).view(-1, 1, 1, 1)
+    x_hat = alpha * real_bchw.detach() + (1 - alpha) * fake_bchw.detach()
+    _, grad = input_gradient(d, x_hat, y_b)
+    norm_b = (grad.square().sum(dim=(1, 2, 3)) + 1e-12).sqrt()
+    return (norm_b - 1.0).square().mean()
+
+
+class LeCamAnchors:
+    """LeCam regularization (Tseng et al., 2021): D's logits are pulled towards EMAs of the
+    other side's mean logit, E relu(D(x) - a_fake)^2 + E relu(a_real - D(G(z)))^2.
+
+    The anchors are training state: they go into the checkpoint (``state_dict``). ``update``
+    takes the mean logits over *all* ranks, so every rank holds the same anchors.
+    """
+
+    def __init__(self, decay: float = 0.99):
+        self.decay = decay
+        self.real = 0.0
+        self.fake = 0.0
+        self.num_updates = 0
+
+    def penalty(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        return (F.relu(_at_least_fp32(real_logits) - self.fake).square().mean()
+                + F.relu(self.real - _at_least_fp32(fake_logits)).square().mean())
+
+    def update(self, real_mean: float, fake_mean: float) -> None:
+        # The first update sets the anchors (an EMA started at 0 would pull towards 0 for ~100 steps).
+        decay = self.decay if self.num_updates else 0.0
+        self.real = decay * self.real + (1 - decay) * float(real_mean)
+        self.fake = decay * self.fake + (1 - decay) * float(fake_mean)
+        self.num_updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"real": self.real, "fake": self.fake, "num_updates": self.num_updates, "decay": self.decay}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.real, self.fake = float(state["real"]), float(state["fake"])
+        self.num_updates, self.decay = int(state["num_updates"]), float(state["decay"])
+
+
+def orthogonal_penalty(module: torch.nn.Module) -> torch.Tensor:
+    """BigGAN's orthogonal regularization (Brock et al., 2019): sum over weight matrices W
+    (conv kernels flattened to out x rest) of ||W W^T * (1 - I)||_F^2, which pushes filters
+    apart without constraining their norms. Vectors (biases, norm scales) and embeddings
+    (shared class embeddings are not filters) are skipped."""
+    total = torch.zeros((), dtype=torch.float32, device=next(module.parameters()).device)
+    embeddings = {id(m.weight) for m in module.modules() if isinstance(m, torch.nn.Embedding)}
+    for p in module.parameters():
+        if p.ndim < 2 or not p.requires_grad or id(p) in embeddings:
+            continue
+        w = p.float().flatten(1)
+        gram = w @ w.t()
+        total = total + (gram * (1 - torch.eye(gram.shape[0], device=gram.device))).square().sum()
+    return total
