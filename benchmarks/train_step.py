@@ -31,6 +31,8 @@ from gandist.engine import build_engine  # noqa: E402
 from gandist.losses import get_loss  # noqa: E402
 from gandist.models import ModelSpec, build_models  # noqa: E402
 from gandist.train import Run, stop_flags, train_step  # noqa: E402
+from gandist.training_state import TrainingState  # noqa: E402
+from gandist.latents import LatentSampler  # noqa: E402
 
 
 def make_data(n: int, spec: ModelSpec, device: str):
@@ -54,8 +56,9 @@ def gandist_runner(args, spec, images, labels, tmp: Path):
     engine.prepare({"G": g, "D": d}, opts)
     ema.to(engine.device)
     batches = itertools.cycle([(images, labels)])
-    run = Run(cfg=cfg, run_dir=tmp, engine=engine, spec=spec, model_info={}, ema=ema, stream=None, batches=batches,
-              logger=None, checkpointer=None, total_steps=10**9)
+    state = TrainingState(engine=engine, ema=ema, stream=None, model_info={}, config_yaml="", total_steps=10**9)
+    run = Run(cfg=cfg, run_dir=tmp, engine=engine, spec=spec, state=state, batches=batches, logger=None, checkpointer=None,
+              latents=LatentSampler(engine, spec.z_dim, spec.num_classes, cfg.train.seed))
     loss_fn = get_loss("nonsaturating")
 
     def step():

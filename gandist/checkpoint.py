@@ -1,4 +1,4 @@
-"""Atomic, verified checkpoints of the whole training state, and loading generators from them.
+"""Atomic, verified checkpoints: the files of one save, their manifest, finding the newest good one.
 
 Layout of one checkpoint (``DIR/ckpt/step_00000123/``)::
 
@@ -21,7 +21,6 @@ with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -34,6 +33,7 @@ import torch
 
 from gandist import __version__
 from gandist.errors import CheckpointError, GandistError
+from gandist.fileio import atomic_write_bytes, fsync_dir, sha256_file
 
 FORMAT_VERSION = 1
 STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -48,26 +48,7 @@ def step_dir_name(step: int) -> str:
     return f"step_{step:08d}"
 
 
-# Writing ----------------------------------------------------------------------------------------
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file, fsync and rename: readers see old or new, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+# Tensor files ----------------------------------------------------------------------------------------
 
 
 class _WriteErrorRecorder:
@@ -109,14 +90,6 @@ def load_tensor_file(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a damaged file
         raise CheckpointError(f"cannot load checkpoint file {path}: {e}") from None
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _describe_os_error(e: OSError, path: Path) -> str:
@@ -257,6 +230,29 @@ class Checkpointer:
             return None
         return name if STEP_DIR.match(name) else None
 
+    @staticmethod
+    def step_of(path: Path | None) -> int:
+        """The step of a checkpoint folder (0 for None: a fresh run starts at step 0)."""
+        return int(STEP_DIR.match(path.name).group(1)) if path is not None else 0
+
+    def agree_on_resumable(self, log: Callable[[str], None] = print) -> Path | None:
+        """The checkpoint every rank resumes from (None: start fresh). Rank zero verifies and
+        picks; the others take its answer, so no rank resumes from another step. Raises
+        CheckpointError on every rank when checkpoints exist but none verifies."""
+        found, error = None, None
+        if self.engine.is_main:
+            try:
+                found = self.find_resumable(log=log)
+            except CheckpointError as e:
+                error = e
+        # -1: start fresh, -2: rank zero found no usable checkpoint (it raises the details).
+        step = self.engine.broadcast_int(-2 if error else -1 if found is None else self.step_of(found))
+        if error is not None:
+            raise error
+        if step == -2:
+            raise CheckpointError(f"no usable checkpoint in {self.root} (rank 0 reports the details)")
+        return None if step == -1 else self.root / step_dir_name(step)
+
     def find_resumable(self, log: Callable[[str], None] = print) -> Path | None:
         """The newest checkpoint that verifies, or None when there is none at all.
 
@@ -324,9 +320,6 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-# Loading generators (sample, export, synth, eval) ----------------------------------------------
-
-
 def resolve_checkpoint(run_dir_or_ckpt: str | os.PathLike, log: Callable[[str], None] = print) -> Path:
     """A run directory, its ``ckpt/`` folder or one ``step_*`` folder -> a verified checkpoint folder."""
     path = Path(run_dir_or_ckpt)
@@ -346,56 +339,3 @@ def resolve_checkpoint(run_dir_or_ckpt: str | os.PathLike, log: Callable[[str], 
     if found is None:
         raise CheckpointError(f"no checkpoint in {run_dir / 'ckpt'} (has the run saved one yet?)")
     return found
-
-
-def load_generator(path: str | os.PathLike, ema: bool = True, log: Callable[[str], None] = print):
-    """(G in eval mode on CPU, info) from a run directory, a checkpoint folder or an exported
-    ``.safetensors`` file. ``info``: model_name, spec (ModelSpec), num_classes, class_names, step."""
-    from gandist.models import ModelSpec, build_generator
-
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        if not path.is_file():
-            raise CheckpointError(f"generator file not found: {path}")
-        with safe_open(str(path), framework="pt") as f:
-            meta_json = (f.metadata() or {}).get("gandist")
-        if meta_json is None:
-            sidecar = path.with_suffix(".json")
-            if not sidecar.is_file():
-                raise CheckpointError(f"{path} has no gandist model config (metadata or {sidecar.name})")
-            meta_json = sidecar.read_text()
-        info = json.loads(meta_json)
-        state = load_file(str(path))
-    else:
-        ckpt = resolve_checkpoint(path, log=log)
-        info = json.loads((ckpt / "model.json").read_text())
-        weights = load_tensor_file(ckpt / "model.pt")
-        state = weights["G_ema" if ema else "G"]
-        info["step"] = read_manifest(ckpt)["step"]
-    spec = ModelSpec(**info["spec"])
-    g = build_generator(info["model_name"], spec)
-    g.load_state_dict(state)
-    g.eval()
-    info = dict(info, spec=spec)
-    return g, info
-
-
-def export_generator(run_dir: str | os.PathLike, out: str | os.PathLike, log: Callable[[str], None] = print) -> Path:
-    """Write the EMA generator of a run as safetensors, its model config in the file's metadata
-    and beside it as ``<out>.json``."""
-    from safetensors.torch import save_file
-
-    g, info = load_generator(run_dir, ema=True, log=log)
-    meta = dict(info, spec=info["spec"].to_dict())
-    meta_json = json.dumps(meta, indent=1)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    state = {k: v.contiguous() for k, v in g.state_dict().items()}
-    save_file(state, str(tmp), metadata={"gandist": meta_json})
-    os.replace(tmp, out)
-    out.with_suffix(".json").write_text(meta_json + "\n")
-    return out

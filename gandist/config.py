@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import signal
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,11 +74,8 @@ class ModelConfig:
     """Minibatch standard deviation feature in D (Karras et al., 2018): counters mode collapse."""
 
     def validate(self) -> None:
-        from gandist.models import available_models
-
-        names = available_models()
-        if self.name not in names:
-            raise ConfigError(f"model.name: unknown model {self.name!r}; allowed values: {', '.join(names)}")
+        # model.name is checked against the model registry by ``gandist.models.check_model_config``
+        # (this module imports no run-time code, so it cannot see the registry).
         _check(self.z_dim >= 1, "model.z_dim", "must be >= 1", self.z_dim)
         _check(self.g_width >= 8, "model.g_width", "must be >= 8", self.g_width)
         _check(self.d_width >= 8, "model.d_width", "must be >= 8", self.d_width)
@@ -267,9 +265,43 @@ class PreemptionConfig:
     """Of ``signals``, those that requeue the job (not SIGTERM: ``scancel`` sends it, and a cancelled job must stay cancelled)."""
 
     def validate(self) -> None:
-        from gandist.preemption import check_signals
+        for key, names in (("preemption.signals", self.signals), ("preemption.requeue_signals", self.requeue_signals)):
+            for name in names:
+                _check_signal(name, key)
+        handled = {canonical_signal_name(n) for n in self.signals}
+        missing = [s for s in self.requeue_signals if canonical_signal_name(s) not in handled]
+        if missing:
+            raise ConfigError(
+                f"preemption.requeue_signals: {', '.join(missing)} not in preemption.signals "
+                f"({', '.join(self.signals) or 'empty'}); a signal that is not handled cannot requeue"
+            )
 
-        check_signals(self)
+
+def canonical_signal_name(name: str) -> str:
+    """``usr1``, ``SIGUSR1`` -> ``SIGUSR1``."""
+    name = str(name).strip().upper()
+    return name if name.startswith("SIG") else "SIG" + name
+
+
+def _check_signal(name: str, key: str) -> None:
+    canonical = canonical_signal_name(name)
+    num = getattr(signal.Signals, canonical, None)
+    if num is None:
+        raise ConfigError(f"{key}: unknown signal {name!r}; use names like SIGTERM, SIGUSR1, SIGUSR2")
+    if num in (signal.SIGKILL, signal.SIGSTOP):
+        raise ConfigError(f"{key}: {canonical} cannot be caught")
+
+
+# Checks against run-time registries (model names, the sizes a model can make) are registered by
+# the module that owns the registry (``gandist.models``, imported by ``gandist/__init__``), so
+# that this module imports nothing of gandist's run time and knows no registry by heart.
+_REGISTERED_CHECKS: list[typing.Callable[["Config"], None]] = []
+
+
+def register_check(check: typing.Callable[["Config"], None]) -> typing.Callable[["Config"], None]:
+    """Run ``check(config)`` at the end of every ``Config.validate`` (it raises ConfigError)."""
+    _REGISTERED_CHECKS.append(check)
+    return check
 
 
 @dataclass
@@ -295,6 +327,8 @@ class Config:
                 section.validate()
         if self.train.epochs and self.data.mode != "epoch":
             raise ConfigError("train.epochs: an epoch budget needs data.mode=epoch (resampled streams have no epochs)")
+        for check in _REGISTERED_CHECKS:
+            check(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:

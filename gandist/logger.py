@@ -10,10 +10,37 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from gandist.images import make_grid, save_png, to_uint8, view_upscale
+from gandist.grid import make_grid, save_png, to_uint8, view_upscale
+
+if TYPE_CHECKING:
+    from gandist.engine.process_group import ProcessGroup
+
+
+#: Statistics of one training step by name ("loss/D", "D/real" ...): detached tensors, means over
+#: the step's micro-batches.
+StepStats = dict[str, torch.Tensor]
+
+
+class RunningMeans:
+    """Sums of step statistics since the last log; reduced across ranks once per log interval."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.num_steps = 0
+
+    def add(self, stats: StepStats) -> None:
+        for name, value in stats.items():
+            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
+        self.num_steps += 1
+
+    def means(self, group: ProcessGroup) -> dict[str, float]:
+        names = sorted(self.sums)  # the same order on every rank: one all-reduce of one vector
+        mean = group.reduce_mean(torch.stack([self.sums[n] for n in names])) / max(1, self.num_steps)
+        return dict(zip(names, mean.tolist()))
 
 
 class RunLogger:
@@ -43,6 +70,27 @@ class RunLogger:
         else:
             print(message, flush=True)
 
+    def started(self, cfg, spec, engine, *, num_images: int, step: int, total_steps: int) -> None:
+        """One line saying what this run trains, on what, how it is split, and from which step."""
+        kind = f"conditional, {spec.num_classes} classes" if spec.num_classes else "unconditional"
+        self.info(
+            f"gandist: {cfg.model.name} ({kind}) on {num_images} images {spec.channels}x{spec.image_size}x{spec.image_size} | "
+            f"engine {cfg.engine.kind}, world size {engine.world_size}, device {engine.device}, "
+            f"batch {engine.batch_size_per_rank} per rank x {engine.world_size} ranks x {cfg.train.grad_accum} accum = "
+            f"{cfg.train.batch_size} global | steps {step} -> {total_steps}, precision {cfg.train.mixed_precision}"
+        )
+
+    def finished(self, step: int) -> None:
+        """Where to look at what the run made."""
+        d = self.run_dir
+        self.info(
+            f"done: {step} steps.\n"
+            f"  TensorBoard logs: {d / 'tb'}   (tensorboard --logdir {d / 'tb'})\n"
+            f"  sample grid:      {d / 'samples' / f'step_{step:08d}.png'}\n"
+            f"  checkpoint:       {d / 'ckpt' / f'step_{step:08d}'}\n"
+            f"  more samples:     gandist sample --run-dir {d} --n 64 --out grid.png"
+        )
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.is_main:
             return
@@ -62,10 +110,12 @@ class RunLogger:
         if self._bar is not None:
             self._bar.update(steps)
 
-    def image_grid(self, step: int, images_bchw: torch.Tensor, nrow: int) -> Path | None:
-        """Sample grid to TensorBoard and ``samples/step_<8 digits>.png``."""
+    def image_grid(self, step: int, make_images: Callable[[], torch.Tensor], nrow: int | None) -> Path | None:
+        """Sample grid to TensorBoard and ``samples/step_<8 digits>.png``; ``make_images()`` (B x C x H x W
+        in [-1, 1]) runs on rank zero only, so other ranks spend no forward pass on it."""
         if not self.is_main:
             return None
+        images_bchw = make_images()
         grid = make_grid(to_uint8(images_bchw), nrow=nrow)
         self._writer.add_image("samples/ema", grid, step, dataformats="HWC")
         return save_png(grid, self.run_dir / "samples" / f"step_{step:08d}.png", upscale=view_upscale(images_bchw.shape[-1]))

@@ -4,7 +4,7 @@ requeues itself after the preemption checkpoint.
 The training loop uses three calls::
 
     preemption.install(cfg.preemption)                   # once, at start, on every rank
-    if engine.any_rank(preemption.stop_requested()):     # at every step boundary
+    if stop agreed by all ranks (preemption.stop_requested()):   # at every step boundary
         save_checkpoint(...)
         preemption.on_preempted(cfg.preemption, is_main=engine.is_main, log=logger.info)
         return EXIT_PREEMPTED
@@ -25,8 +25,7 @@ import threading
 from types import FrameType
 from typing import Callable
 
-from gandist.config import PreemptionConfig
-from gandist.errors import ConfigError
+from gandist.config import PreemptionConfig, canonical_signal_name
 
 
 # Process-wide state: signal handlers are process-wide too. Written only by the handler and
@@ -45,7 +44,7 @@ def install(cfg: PreemptionConfig | None = None) -> None:
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("preemption.install must run in the main thread (Python delivers signals there)")
     for name in cfg.signals:
-        num = _signal_number(name, "preemption.signals")
+        num = int(getattr(signal.Signals, canonical_signal_name(name)))  # names validated by the config
         previous = signal.signal(num, _handler)
         _installed.setdefault(num, previous)
 
@@ -66,11 +65,6 @@ def stop_requested() -> bool:
 def received_signals() -> list[str]:
     """Names of the signals received so far, in order of arrival."""
     return [signal.Signals(num).name for num in _received]
-
-
-def request_stop(signum: int = signal.SIGTERM) -> None:
-    """Set the flag as if ``signum`` had arrived (for callers that detect preemption otherwise)."""
-    _received.append(int(signum))
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
@@ -145,7 +139,7 @@ def on_preempted(
     cfg = cfg or PreemptionConfig()
     log = log or (lambda msg: print(f"gandist: {msg}", file=sys.stderr, flush=True))
     got = received_signals()
-    requeue_on = {_canonical(s) for s in cfg.requeue_signals}
+    requeue_on = {canonical_signal_name(s) for s in cfg.requeue_signals}
     if not slurm_job_id():
         log("preemption checkpoint saved; not under Slurm, so no requeue: run the same command again to resume")
         return False
@@ -162,35 +156,3 @@ def on_preempted(
     ok, msg = requeue_slurm_job()
     log(msg)
     return ok
-
-
-# Signal names -------------------------------------------------------------------------------
-
-
-def _canonical(name: str) -> str:
-    name = name.strip().upper()
-    return name if name.startswith("SIG") else "SIG" + name
-
-
-def check_signals(cfg: PreemptionConfig) -> None:
-    """Validate ``cfg`` (called by ``PreemptionConfig.validate``)."""
-    for key, names in (("preemption.signals", cfg.signals), ("preemption.requeue_signals", cfg.requeue_signals)):
-        for name in names:
-            _signal_number(name, key)
-    handled = {_canonical(n) for n in cfg.signals}
-    missing = [s for s in cfg.requeue_signals if _canonical(s) not in handled]
-    if missing:
-        raise ConfigError(
-            f"preemption.requeue_signals: {', '.join(missing)} not in preemption.signals "
-            f"({', '.join(cfg.signals) or 'empty'}); a signal that is not handled cannot requeue"
-        )
-
-
-def _signal_number(name: str, key: str) -> int:
-    canonical = _canonical(str(name))
-    num = getattr(signal.Signals, canonical, None)
-    if num is None:
-        raise ConfigError(f"{key}: unknown signal {name!r}; use names like SIGTERM, SIGUSR1, SIGUSR2")
-    if num in (signal.SIGKILL, signal.SIGSTOP):
-        raise ConfigError(f"{key}: {canonical} cannot be caught")
-    return int(num)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gandist.classify import ClassifierSettings, LabelledImages, save_classifier, train_classifier
+from gandist.classification.training import ClassifierSettings, LabelledImages, save_classifier, train_classifier
 from gandist.config import load_config
 from gandist.data import read_all, write_builtin
 

@@ -7,19 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from gandist.classifiers import available_classifiers, build_classifier
-from gandist.classify import (
-    ClassifierSettings,
-    LabelledImages,
-    ProtocolPlan,
-    accuracy,
-    load_classifier,
-    run_protocols,
-    save_classifier,
-    stratified_subset,
-    train_classifier,
-    write_report,
-)
+from gandist.classification.classifiers import available_classifiers, build_classifier
+from gandist.classification.protocols import ProtocolPlan, run_protocols, stratified_subset
+from gandist.classification.report import write_report
+from gandist.classification.training import ClassifierSettings, LabelledImages, accuracy, load_classifier, save_classifier, train_classifier
 from gandist.data import digits_arrays
 from gandist.errors import BadInputError
 

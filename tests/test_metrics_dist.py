@@ -19,11 +19,12 @@ from metrics_support import eval_config, make_classifier, make_digits_shards  # 
 
 from gandist.data import resolve_dataset
 from gandist.metrics import evaluate_generator
-from gandist.metrics.dist import ProcessGroup
-from gandist.metrics.evaluate import generate_and_embed, rank_slice
+from gandist.engine.process_group import ProcessGroup
+from gandist.engine.process_group import rank_slice
+from gandist.metrics.evaluate import generate_and_embed
 from gandist.metrics.extractors import ClassifierExtractor
 from gandist.models import ModelSpec, build_generator
-from gandist.synth import SynthOptions, generate_labelled
+from gandist.classification.synthetic import SynthOptions, generate_labelled
 
 NUM_SAMPLES = 300  # with batch 64: rank 0 embeds 192 (3 batches), rank 1 108: an uneven split
 

@@ -15,7 +15,7 @@ from metrics_support import ReplayGenerator, eval_config, make_classifier, make_
 from gandist.data import read_all, resolve_dataset
 from gandist.errors import BadInputError, ConfigError
 from gandist.metrics import evaluate_generator
-from gandist.metrics.dist import ProcessGroup
+from gandist.engine.process_group import ProcessGroup
 from gandist.metrics.extractors import InceptionExtractor, build_extractor
 from gandist.models import ModelSpec, build_generator
 

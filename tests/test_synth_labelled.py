@@ -12,13 +12,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metrics_support import ReplayGenerator  # noqa: E402
 
-from gandist.classify import ClassifierSettings, LabelledImages, train_classifier
+from gandist.classification.training import ClassifierSettings, LabelledImages, train_classifier
 from gandist.data import digits_arrays
 from gandist.errors import BadInputError
-from gandist.metrics.dist import ProcessGroup
+from gandist.engine.process_group import ProcessGroup
 from gandist.metrics.evaluate import make_noise
 from gandist.models import ModelSpec, build_generator
-from gandist.synth import SynthOptions, generate_labelled
+from gandist.classification.synthetic import SynthOptions, generate_labelled
 
 
 def _g(num_classes=10):

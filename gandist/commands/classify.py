@@ -47,7 +47,7 @@ def add_parser(subparsers) -> None:
 
 
 def load_labelled(path: Path, what: str, *, image_size: int = 0, channels: int = 0):
-    from gandist.classify import LabelledImages
+    from gandist.classification.training import LabelledImages
     from gandist.config import DataConfig
     from gandist.data import read_all, resolve_dataset
 
@@ -64,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
-    from gandist.classifiers import available_classifiers
-    from gandist.classify import ClassifierSettings, ProtocolPlan, accuracy, run_protocols, save_classifier, settings_dict, write_report
+    from gandist.classification.classifiers import available_classifiers
+    from gandist.classification.protocols import ProtocolPlan, run_protocols
+    from gandist.classification.report import write_report
+    from gandist.classification.training import ClassifierSettings, accuracy, save_classifier, settings_dict
 
     if args.arch not in available_classifiers():
         raise BadInputError(f"--arch: unknown classifier {args.arch!r}; allowed values: {', '.join(available_classifiers())}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,11 +27,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gandist.checkpoint import load_generator
+    from gandist.generators import load_generator
     from gandist.config import config_from_dict, parse_override, _set_dotted
     from gandist.data import resolve_dataset
     from gandist.metrics import evaluate_generator
-    from gandist.metrics.dist import ProcessGroup
+    from gandist.engine.process_group import ProcessGroup
+    from gandist.fileio import atomic_write_text
 
     run_dir = args.run_dir if (args.run_dir / "config.yaml").is_file() else args.run_dir.parent.parent
     config_path = run_dir / "config.yaml"
@@ -58,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
             out = args.out or run_dir / "eval.json"
             record = {"step": info.get("step"), "data": dataset.urls[0] if len(dataset.urls) == 1 else cfg.data.path or f"builtin:{cfg.data.builtin}",
                       "world_size": group.world_size, **result.to_json()}
-            tmp = Path(f"{out}.tmp")
-            tmp.write_text(json.dumps(record, indent=2) + "\n")
-            os.replace(tmp, out)
+            atomic_write_text(out, json.dumps(record, indent=2) + "\n")
             width = max(len(k) for k in result)
             print(f"metrics of {args.run_dir} (step {info.get('step')}), features: {result.extractor}, "
                   f"{result.num_fake} generated vs {result.num_real} real images")

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gandist.checkpoint import export_generator
+    from gandist.generators import export_generator
 
     if not args.out.endswith(".safetensors"):
         from gandist.errors import BadInputError

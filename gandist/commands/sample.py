@@ -22,8 +22,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gandist.checkpoint import load_generator
-    from gandist.images import save_grid
+    from gandist.generators import load_generator
+    from gandist.grid import save_grid
 
     if args.n < 1:
         raise BadInputError(f"--n: must be >= 1 (got {args.n})")

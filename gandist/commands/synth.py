@@ -33,11 +33,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gandist.checkpoint import load_generator
+    from gandist.generators import load_generator
     from gandist.data import write_shards
     from gandist.data.manifest import MANIFEST_NAME
-    from gandist.metrics.dist import ProcessGroup
-    from gandist.synth import SynthOptions, generate_labelled
+    from gandist.engine.process_group import ProcessGroup
+    from gandist.classification.synthetic import SynthOptions, generate_labelled
 
     if (args.out / MANIFEST_NAME).is_file():
         raise BadInputError(f"--out: {args.out} already holds a dataset ({MANIFEST_NAME}); choose a new directory")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         class_names = list(info.get("class_names") or [str(c) for c in range(spec.num_classes)])
         classifier, clf_size = None, 0
         if args.filter_classifier is not None:
-            from gandist.classify import load_classifier
+            from gandist.classification.training import load_classifier
 
             classifier, clf_info = load_classifier(args.filter_classifier, group.device)
             clf_size = clf_info["image_size"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import yaml
 
 from gandist.config import Config, changed_keys, config_from_dict, load_config
+from gandist.engine.launch import launch_env
 from gandist.errors import ConfigError
+from gandist.fileio import atomic_write_text
 
 # Keys a resumed run may change without --allow-config-change: training longer is the point
 # of resuming; anything else would silently mix two experiments in one run directory.
@@ -33,20 +34,18 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    # The launcher's WORLD_SIZE, read before any process group exists (and without torch), so
+    # The launcher's world size, read before any process group exists (and without torch), so
     # that batch divisibility is checked before any work starts.
-    cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")))
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    if is_main:
+    launch = launch_env()
+    cfg.validate(world_size=launch.world_size)
+    if launch.is_main:
         print("resolved config:\n" + _indent(cfg.to_yaml()), flush=True)
     if args.dry_run:
         return 0
     check_run_dir_config(args.run_dir, cfg, allow_change=args.allow_config_change)
-    if is_main:
+    if launch.is_main:
         args.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = args.run_dir / "config.yaml.tmp"
-        tmp.write_text(cfg.to_yaml())
-        os.replace(tmp, args.run_dir / "config.yaml")
+        atomic_write_text(args.run_dir / "config.yaml", cfg.to_yaml())
 
     from gandist.train import train
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from webdataset.shardlists import expand_urls

@@ -14,27 +14,16 @@ Layout (``format: gandist-shards/1``)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from gandist.errors import DataError
+from gandist.fileio import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "gandist-shards/1"
-
-
-def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk_bytes)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
@@ -57,12 +46,7 @@ def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path
     """Write atomically: a reader never sees a half-written manifest, and after a crash the
     manifest is either the old one or the complete new one (fsync before the rename)."""
     path = Path(out_dir) / MANIFEST_NAME
-    tmp = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(manifest, indent=1) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")
     return path
 
 

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gandist.data.manifest import FORMAT, MANIFEST_NAME, read_manifest, sha256_file, write_manifest
+from gandist.data.manifest import FORMAT, MANIFEST_NAME, read_manifest, write_manifest
 from gandist.data.writer import PROGRESS_NAME
 from gandist.errors import DataError
+from gandist.fileio import atomic_write_text, sha256_file
 
 MARKER_NAME = ".merge.json"
 # Manifest fields that only describe one part; everything else a single `shards make` records
@@ -328,9 +329,4 @@ def _same_except_created(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj) + "\n")

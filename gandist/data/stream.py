@@ -27,10 +27,8 @@ counted; more than ``data.max_skipped_fraction`` of a rank's epoch stops the run
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -287,7 +285,6 @@ def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_goo
                     a, label = None, -1
                 images.append(a)
                 labels.append(label)
-        good = [i for i, a in enumerate(images) if a is not None]
         for i in bad:
             images[i] = np.zeros((size, size, ch), np.uint8)
         x = np.stack(images)
@@ -491,10 +488,11 @@ class ImageStream:
 
 
 def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank: int, rank: int, world_size: int,
-                 seed: int, image_size: int, channels: int) -> ImageStream:
+                 seed: int, image_size: int, channels: int, log: Callable[[str], None] | None = None) -> ImageStream:
     """The stream of one rank. ``rank``/``world_size`` come from the caller (the engine): the
     split by node is explicit, never guessed from the environment (webdataset's default
-    single-node splitter raises under multi-node, and a guessed rank duplicates data)."""
+    single-node splitter raises under multi-node, and a guessed rank duplicates data).
+    ``log`` receives notes for the user (the run logger prints them once, on rank zero)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} not in 0..{world_size - 1}")
     if batch_size_per_rank < 1:
@@ -518,13 +516,10 @@ def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank
                 "lower train.batch_size or use more data"
             )
         dropped = plan.num_samples - nb * world_size * batch_size_per_rank
-        if dropped and rank == 0:
-            print(
-                f"gandist data: epoch mode: {nb} batches per rank per epoch; {dropped} of {plan.num_samples} samples "
+        if dropped and log is not None:
+            log(
+                f"data: epoch mode: {nb} batches per rank per epoch; {dropped} of {plan.num_samples} samples "
                 f"({100.0 * dropped / plan.num_samples:.2f}%) are left out of each epoch (a different tail of the "
-                f"shuffled order every epoch) so all {world_size} ranks run the same number of steps",
-                file=sys.stderr,
+                f"shuffled order every epoch) so all {world_size} ranks run the same number of steps"
             )
-    elif plan.sample_format != "blocks" and plan.num_samples < batch_size_per_rank:
-        pass
     return ImageStream(plan, data_cfg, data_cfg.num_workers)

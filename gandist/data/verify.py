@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from gandist.data import images as im
-from gandist.data.manifest import MANIFEST_NAME, read_manifest, sha256_file
+from gandist.data.manifest import MANIFEST_NAME, read_manifest
+from gandist.fileio import sha256_file
 from gandist.data.reader import RawBlock, RawSample, _members, check_block_labels, decode_sample
 from gandist.errors import DataError
 
@@ -44,8 +45,6 @@ def verify_shard(path: str, entry: dict[str, Any], sample_format: str, block_siz
             bad(key, "duplicate key")
         seen.add(key)
         if sample_format == "blocks":
-            from gandist.data.reader import iter_blocks  # noqa: F401 - same decoding rules
-
             try:
                 imgs = np.load(io.BytesIO(members["imgs.npy"]), allow_pickle=False)
                 labels = np.load(io.BytesIO(members["labels.npy"]), allow_pickle=False) if "labels.npy" in members else None

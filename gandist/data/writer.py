@@ -21,9 +21,9 @@ import itertools
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import webdataset as wds
@@ -35,11 +35,11 @@ from gandist.data.manifest import (
     image_stats,
     parse_shape_key,
     read_manifest,
-    sha256_file,
     shape_key,
     write_manifest,
 )
 from gandist.errors import DataError
+from gandist.fileio import sha256_file
 
 PROGRESS_NAME = ".progress.jsonl"
 FORMATS = ("png", "jpg", "npy", "blocks")

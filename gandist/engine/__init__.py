@@ -1,53 +1,33 @@
-"""Distributed backends behind one interface (``gandist.engine.base.Engine``)."""
+"""Distributed backends behind one interface (``gandist.engine.base.Engine``), and the process
+group (``ProcessGroup``) that the engines extend and the evaluate/synthesize verbs use directly.
+
+Nothing heavy is imported here: ``gandist.engine.launch`` (the launcher's environment) must load
+without torch, for the CLI's config checks. The names below load on first use.
+"""
 
 from __future__ import annotations
 
-import datetime
-import os
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    from gandist.engine.base import Engine, NetName
+    from gandist.engine.factory import build_engine, make_accelerator
+    from gandist.engine.process_group import ProcessGroup
 
-from gandist.config import Config
-from gandist.engine.base import Engine, NetName
-
-
-def world_size_from_env() -> int:
-    """World size the launcher (torchrun / accelerate launch / srun) announced, before any setup.
-
-    Read before the process group exists so the config (batch divisibility) is validated
-    before any work starts.
-    """
-    return int(os.environ.get("WORLD_SIZE", "1"))
+_LAZY = {
+    "Engine": "gandist.engine.base",
+    "NetName": "gandist.engine.base",
+    "ProcessGroup": "gandist.engine.process_group",
+    "build_engine": "gandist.engine.factory",
+    "make_accelerator": "gandist.engine.factory",
+}
 
 
-def make_accelerator(cfg: Config):
-    """The Accelerator that owns launch, process group, device and autocast for both engines."""
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
-
-    use_cuda = torch.cuda.is_available()
-    timeout = datetime.timedelta(minutes=cfg.engine.timeout_minutes)
-    pg_kwargs = InitProcessGroupKwargs(backend="nccl" if use_cuda else "gloo", timeout=timeout)
-    # Accelerator(cpu=True) without CUDA gives a gloo group with correct ranks under
-    # torchrun (DESIGN fact 3).
-    mixed = cfg.train.mixed_precision if cfg.engine.kind == "ddp" else "no"
-    # Only a launched multi-process run gets a process group: with a backend named, Accelerate
-    # would otherwise try to use a group that a single plain process never creates.
-    handlers = [pg_kwargs] if world_size_from_env() > 1 else []
-    return Accelerator(cpu=not use_cuda, mixed_precision=mixed, kwargs_handlers=handlers)
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gandist.engine' has no attribute {name!r}")
 
 
-def build_engine(cfg: Config, run_dir: Path) -> Engine:
-    """The engine ``engine.kind`` names; ``run_dir`` receives backend files (DeepSpeed JSON)."""
-    accelerator = make_accelerator(cfg)
-    if cfg.engine.kind == "ddp":
-        from gandist.engine.ddp import DDPEngine
-
-        return DDPEngine(cfg, accelerator)
-    from gandist.engine.zero import ZeroEngine
-
-    return ZeroEngine(cfg, accelerator, run_dir)
-
-
-__all__ = ["Engine", "NetName", "build_engine", "make_accelerator", "world_size_from_env"]
+__all__ = ["Engine", "NetName", "ProcessGroup", "build_engine", "make_accelerator"]

@@ -12,25 +12,26 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import torch
-import torch.distributed as dist
+
+from gandist.engine.process_group import ProcessGroup
 
 NetName = Literal["G", "D"]
 
 
-class Engine(abc.ABC):
-    """A distributed backend driving the generator "G" and the discriminator "D"."""
+class Engine(ProcessGroup, abc.ABC):
+    """A distributed backend driving the generator "G" and the discriminator "D".
 
-    #: Total processes taking part in training.
-    world_size: int
-    #: This process's index in ``range(world_size)``.
-    rank: int
-    #: Device this process computes on.
-    device: torch.device
+    Its ranks, device and collectives (``reduce_mean``, ``gather``, ``barrier`` ...) are those of
+    ``ProcessGroup``; subclasses set ``cfg`` and then call ``_attach`` with what their backend reports.
+    """
 
-    @property
-    def is_main(self) -> bool:
-        """True on the one process that writes files (rank zero)."""
-        return self.rank == 0
+    cfg: Any  # gandist.config.Config
+    #: Images in one micro-batch on this rank: ``train.batch_size`` split over ranks and accumulation.
+    batch_size_per_rank: int
+
+    def _attach(self, rank: int, world_size: int, device: torch.device, owns_group: bool = False) -> None:
+        super()._attach(rank, world_size, device, owns_group)
+        self.batch_size_per_rank = self.cfg.train.batch_size_per_rank(world_size)
 
     # Setup ------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -89,46 +90,6 @@ class Engine(abc.ABC):
     def set_lr(self, name: NetName, lr: float) -> None:
         """Set the learning rate of ``name``'s optimizer."""
 
-    # Cross-rank helpers (the same for every backend: torch.distributed on the launcher's group) --
-    def _distributed(self) -> bool:
-        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
-
-    def reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum of ``values`` over all ranks (every rank gets the result, as float32 on this device)."""
-        values = values.detach().to(self.device, torch.float32).clone()
-        if self._distributed():
-            dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        return values
-
-    def reduce_mean(self, values: torch.Tensor) -> torch.Tensor:
-        """Mean of ``values`` over all ranks (every rank gets the result)."""
-        return self.reduce_sum(values) / self.world_size
-
-    def all_agree(self, flag: bool) -> bool:
-        """True on every rank iff ``flag`` is true on every rank (a min all-reduce)."""
-        # int32, not bool: gloo and NCCL both reduce it.
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
-        if self._distributed():
-            dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
-
-    def any_rank(self, flag: bool) -> bool:
-        """True on every rank iff ``flag`` is true on at least one rank."""
-        return not self.all_agree(not flag)
-
-    def barrier(self) -> None:
-        """Wait until every rank reaches this point."""
-        if self._distributed():
-            dist.barrier()
-
-    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Concatenate ``tensor`` (same shape on every rank) along dim 0 from all ranks, on every rank."""
-        if not self._distributed():
-            return tensor
-        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts, dim=0)
-
     # State ------------------------------------------------------------------------------------
     @abc.abstractmethod
     def full_state(self) -> dict[str, Any]:
@@ -151,13 +112,8 @@ class Engine(abc.ABC):
     # Teardown ---------------------------------------------------------------------------------
     @abc.abstractmethod
     def close(self) -> None:
-        """Destroy the process group so the launcher sees the real exit status (DESIGN fact 5)."""
-
-    def __enter__(self) -> "Engine":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        """Destroy the process group so the launcher sees the real exit status (gloo aborts the
+        process at teardown otherwise, and the launcher reports a failure)."""
 
 
 def iterate_nets() -> Iterator[NetName]:

@@ -22,10 +22,8 @@ from gandist.engine.base import Engine, NetName
 class DDPEngine(Engine):
     def __init__(self, cfg: Config, accelerator: Accelerator):
         self.cfg = cfg
+        self._attach(accelerator.process_index, accelerator.num_processes, accelerator.device)
         self.accelerator = accelerator
-        self.world_size = accelerator.num_processes
-        self.rank = accelerator.process_index
-        self.device = accelerator.device
         self._nets: dict[str, torch.nn.Module] = {}
         self._optimizers: dict[str, Any] = {}
         # Losses are divided here rather than by Accelerate's accumulation plugin so that

@@ -17,7 +17,6 @@ both engines. ``full_state`` returns the fp32 master weights gathered from all r
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime
 import json
@@ -34,6 +33,8 @@ from torch import nn
 
 from gandist.config import Config
 from gandist.engine.base import Engine, NetName, iterate_nets
+from gandist.engine.launch import launch_env
+from gandist.engine.process_group import default_device
 from gandist.errors import CheckpointError, ConfigError
 
 #: Tag of the DeepSpeed checkpoint inside each network's folder. Explicit on save and load:
@@ -54,7 +55,7 @@ def ensure_process_group(timeout_minutes: float) -> None:
         return
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     timeout = datetime.timedelta(minutes=timeout_minutes)
-    if all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
+    if launch_env().has_rendezvous:
         dist.init_process_group(backend, timeout=timeout)
     else:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
@@ -153,18 +154,15 @@ class ZeroEngine(Engine):
         if cfg.engine.zero_stage not in (1, 2):
             raise ConfigError(f"engine.zero_stage: must be one of 1, 2 (got {cfg.engine.zero_stage})")
         ensure_process_group(cfg.engine.timeout_minutes)
-        self.cfg = cfg
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.world_size = dist.get_world_size()
-        self.rank = dist.get_rank()
         if accelerator is not None and not (accelerator.device.type == "cuda" and accelerator.device.index is None):
-            self.device = accelerator.device
-        elif torch.cuda.is_available():
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            device = accelerator.device
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
         else:
-            self.device = torch.device("cpu")
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
+            device = default_device()  # indexed by the local rank (DeepSpeed needs an index)
+        self.cfg = cfg
+        self._attach(dist.get_rank(), dist.get_world_size(), device)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.ds_config = deepspeed_config(cfg, self.world_size)
         self._engines: dict[str, Any] = {}
         self._modules: dict[str, nn.Module] = {}

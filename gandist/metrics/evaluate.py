@@ -13,26 +13,18 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
 from gandist.errors import BadInputError, DataError
+from gandist.fileio import atomic_write_with
 from gandist.metrics import math as M
 from gandist.metrics.extractors import FeatureExtractor, build_extractor, images_to_uint8, resize_uint8
 
-
-class Collective(Protocol):
-    """The part of ``gandist.engine.base.Engine`` evaluation needs (an Engine satisfies it)."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    def gather(self, tensor: torch.Tensor) -> torch.Tensor: ...
-    def all_agree(self, flag: bool) -> bool: ...
-    def barrier(self) -> None: ...
+if TYPE_CHECKING:
+    from gandist.engine.process_group import ProcessGroup
 
 
 class EvalResult(dict):
@@ -49,28 +41,6 @@ class EvalResult(dict):
         return {"extractor": self.extractor, "num_real": self.num_real, "num_generated": self.num_fake, "metrics": dict(self)}
 
 
-# Sharding work over ranks ---------------------------------------------------------------------
-
-
-def rank_slice(num_items: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int, int]:
-    """(start, stop, slice_len) of ``rank``'s contiguous part; ``slice_len`` (the same on every
-    rank, a multiple of ``batch_size``) is what each rank pads its output to for the gather."""
-    batches = -(-num_items // batch_size)
-    slice_len = -(-batches // world_size) * batch_size
-    start = min(rank * slice_len, num_items)
-    return start, min(start + slice_len, num_items), slice_len
-
-
-def gather_rows(group: Collective, rows: torch.Tensor, slice_len: int, num_items: int) -> torch.Tensor:
-    """Pad this rank's rows to ``slice_len``, gather from every rank in rank order, drop padding."""
-    pad = slice_len - rows.shape[0]
-    if pad:
-        rows = torch.cat([rows, rows.new_zeros((pad, *rows.shape[1:]))])
-    if group.world_size > 1:
-        rows = group.gather(rows.to(group.device)).cpu()
-    return rows[:num_items]
-
-
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -81,7 +51,7 @@ def _progress(total: int, desc: str, enabled: bool):
 def embed_images(
     extractor: FeatureExtractor,
     images_uint8: np.ndarray,
-    group: Collective,
+    group: ProcessGroup,
     *,
     batch_size: int,
     image_size: int,
@@ -91,9 +61,9 @@ def embed_images(
     """Features (N x F) and logits (N x K or None) of uint8 N x C x H x W images, every rank
     embedding its slice; every rank gets all rows in order."""
     n = len(images_uint8)
-    start, stop, slice_len = rank_slice(n, batch_size, group.rank, group.world_size)
+    start, stop, slice_len = group.shard_range(n, batch_size)
     feats, logits = [], []
-    with _progress(stop - start, desc, progress and group.rank == 0) as bar:
+    with _progress(stop - start, desc, progress and group.is_main) as bar:
         for i in range(start, stop, batch_size):
             x = torch.from_numpy(images_uint8[i : min(i + batch_size, stop)]).to(extractor.device)
             f, lg = extractor(resize_uint8(x, image_size))
@@ -108,7 +78,7 @@ def embed_images(
 def generate_and_embed(
     generator: torch.nn.Module,
     extractor: FeatureExtractor,
-    group: Collective,
+    group: ProcessGroup,
     *,
     num_samples: int,
     z_dim: int,
@@ -122,10 +92,10 @@ def generate_and_embed(
     """Generate ``num_samples`` images (class-balanced labels ``i % num_classes``) and embed them.
     Returns (features, logits or None, labels), identical on every rank."""
     z_all, y_all = make_noise(num_samples, z_dim, num_classes, seed, truncation)
-    start, stop, slice_len = rank_slice(num_samples, batch_size, group.rank, group.world_size)
+    start, stop, slice_len = group.shard_range(num_samples, batch_size)
     device = next(generator.parameters()).device
     feats, logits = [], []
-    with _progress(stop - start, "embed generated", progress and group.rank == 0) as bar:
+    with _progress(stop - start, "embed generated", progress and group.is_main) as bar:
         for i in range(start, stop, batch_size):
             j = min(i + batch_size, stop)
             y = y_all[i:j].to(device) if num_classes else None
@@ -159,11 +129,11 @@ def make_noise(num_samples: int, z_dim: int, num_classes: int, seed: int, trunca
 
 def _gather_outputs(group, extractor, feats, logits, slice_len, n):
     f = torch.cat(feats) if feats else torch.zeros((0, extractor.num_features))
-    f_all = gather_rows(group, f, slice_len, n).double().numpy()
+    f_all = group.gather_rows(f, slice_len, n).double().numpy()
     lg_all = None
     if extractor.num_logits:
         lg = torch.cat(logits) if logits else torch.zeros((0, extractor.num_logits))
-        lg_all = gather_rows(group, lg, slice_len, n).double().numpy()
+        lg_all = group.gather_rows(lg, slice_len, n).double().numpy()
     return f_all, lg_all
 
 
@@ -236,7 +206,7 @@ def real_cache_path(cache_dir: Path, manifest_sha256: str, extractor_name: str, 
 def real_features(
     extractor: FeatureExtractor,
     dataset_info: Any,
-    group: Collective,
+    group: ProcessGroup,
     *,
     cache_dir: Path,
     image_size: int,
@@ -258,13 +228,17 @@ def real_features(
     images = images.copy(order="C")  # canonical strides (see LabelledImages)
     log(f"embedding {len(images)} real images with {extractor.name} (cached afterwards in {path})")
     feats, _ = embed_images(extractor, images, group, batch_size=batch_size, image_size=_extractor_size(extractor, image_size), progress=progress)
-    if group.rank == 0:
+    if group.is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, features=feats, labels=labels)
-        os.replace(tmp, path)
+        # np.savez appends ".npz" to a name without it: hand it an open file instead.
+        atomic_write_with(path, lambda tmp: _savez(tmp, features=feats, labels=labels), fsync=False)
     group.barrier()
     return feats, labels
+
+
+def _savez(path: Path, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _extractor_size(extractor: FeatureExtractor, image_size: int) -> int:
@@ -275,14 +249,14 @@ def _extractor_size(extractor: FeatureExtractor, image_size: int) -> int:
 # The domain classifier as default extractor ------------------------------------------------------
 
 
-def ensure_domain_classifier(cfg, dataset_info: Any, group: Collective, *, image_size: int, channels: int, log: Callable[[str], None]) -> str:
+def ensure_domain_classifier(cfg, dataset_info: Any, group: ProcessGroup, *, image_size: int, channels: int, log: Callable[[str], None]) -> str:
     """Path of the domain classifier: ``metrics.classifier``, or one trained on the real data on
     first use (rank 0 trains, the others wait) and cached by manifest hash."""
     if cfg.metrics.classifier:
         if not Path(cfg.metrics.classifier).is_file():
             raise BadInputError(f"metrics.classifier: file not found: {cfg.metrics.classifier} (gandist classify writes DIR/domain_classifier.safetensors)")
         return cfg.metrics.classifier
-    from gandist.classify import ClassifierSettings, LabelledImages, save_classifier, train_classifier
+    from gandist.classification.training import ClassifierSettings, LabelledImages, save_classifier, train_classifier
 
     if not dataset_info.num_classes:  # checked on every rank, before rank 0 alone does any work
         raise DataError(
@@ -293,7 +267,7 @@ def ensure_domain_classifier(cfg, dataset_info: Any, group: Collective, *, image
     key = hashlib.sha256(f"{dataset_info.manifest_sha256}|{settings}|{image_size}|{channels}".encode()).hexdigest()[:20]
     path = metrics_cache_dir(cfg) / f"classifier-{key}.safetensors"
     if not group.all_agree(path.is_file()):
-        if group.rank == 0:
+        if group.is_main:
             from gandist.data import read_all
 
             images, labels = read_all(dataset_info, image_size=image_size, channels=channels)
@@ -314,7 +288,7 @@ def evaluate_generator(
     *,
     cfg,
     dataset_info: Any,
-    engine: Collective,
+    engine: ProcessGroup,
     num_samples: int,
     step: int = 0,
     truncation: float = 0.0,
@@ -324,7 +298,7 @@ def evaluate_generator(
     """Metrics of generator ``G`` (eval mode, the EMA copy) against the real dataset, computed on
     all ranks of ``engine``; every rank returns the same ``EvalResult`` (metric name -> float, with
     ``.extractor`` naming the feature network). Call it on every rank."""
-    log = log or (lambda s: print(s, file=sys.stderr) if engine.rank == 0 else None)
+    log = log or (lambda s: print(s, file=sys.stderr) if engine.is_main else None)
     num_real = int(getattr(dataset_info, "num_samples", 0) or 0)
     need = cfg.metrics.kid_subset_size
     if num_samples < need or (num_real and num_real < need):

@@ -15,7 +15,6 @@ import abc
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -44,7 +43,7 @@ class ClassifierExtractor(FeatureExtractor):
     """Penultimate-layer features and logits of a ``gandist classify`` domain classifier."""
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
-        from gandist.classify import load_classifier
+        from gandist.classification.training import load_classifier
 
         self.device = torch.device(device)
         self.model, self.info = load_classifier(path, self.device)
@@ -127,7 +126,3 @@ def resize_uint8(images_bchw: torch.Tensor, size: int) -> torch.Tensor:
         return images_bchw
     x = F.interpolate(images_bchw.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x.round().clamp(0, 255).to(torch.uint8)
-
-
-def numpy_uint8(x: torch.Tensor) -> np.ndarray:
-    return x.detach().cpu().numpy().astype(np.uint8)

@@ -15,8 +15,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from gandist.engine.process_group import ProcessGroup
 from gandist.errors import BadInputError
-from gandist.metrics.evaluate import Collective, gather_rows, make_noise, rank_slice
+from gandist.metrics.evaluate import make_noise
 from gandist.metrics.extractors import images_to_uint8, resize_uint8
 
 
@@ -42,7 +43,7 @@ def generate_labelled(
     num_classes: int,
     z_dim: int,
     opts: SynthOptions,
-    group: Collective,
+    group: ProcessGroup,
     *,
     classifier: torch.nn.Module | None = None,
     classifier_image_size: int = 0,
@@ -70,7 +71,7 @@ def generate_labelled(
         # oversample by 2x the deficit of the worst class.
         n_round = num_classes * max(2 * max(missing), 16)
         images, labels, _ = _generate_round(G, num_classes, z_dim, opts, group, n_round, round_index)
-        conf = _class_confidence(classifier, images, labels, classifier_image_size, group.device if hasattr(group, "device") else "cpu")
+        conf = _class_confidence(classifier, images, labels, classifier_image_size, group.device)
         keep = conf >= opts.min_confidence
         generated += len(labels)
         accepted += int(keep.sum())
@@ -91,11 +92,11 @@ def generate_labelled(
     return images, labels, {"rounds": round_index + 1, "generated": generated, "accepted": accepted}
 
 
-def _generate_round(G, num_classes, z_dim, opts: SynthOptions, group: Collective, n: int, round_index: int):
+def _generate_round(G, num_classes, z_dim, opts: SynthOptions, group: ProcessGroup, n: int, round_index: int):
     # Seeds of different rounds are far apart so that their noise never overlaps.
     z_all, _ = make_noise(n, z_dim, 0, opts.seed * 1_000_003 + round_index, opts.truncation)
     y_all = torch.arange(n) * num_classes // n  # class blocks: n / num_classes of each class
-    start, stop, slice_len = rank_slice(n, opts.batch_size, group.rank, group.world_size)
+    start, stop, slice_len = group.shard_range(n, opts.batch_size)
     device = next(G.parameters()).device
     out = []
     for i in range(start, stop, opts.batch_size):
@@ -103,7 +104,7 @@ def _generate_round(G, num_classes, z_dim, opts: SynthOptions, group: Collective
         out.append(images_to_uint8(G(z_all[i:j].to(device), y_all[i:j].to(device))).cpu())
     probe_shape = out[0].shape[1:] if out else _probe_shape(G, z_dim, device)
     local = torch.cat(out) if out else torch.zeros((0, *probe_shape), dtype=torch.uint8)
-    images = gather_rows(group, local, slice_len, n).numpy()
+    images = group.gather_rows(local, slice_len, n).numpy()
     return images, y_all.numpy().astype(np.int64), z_all
 
 

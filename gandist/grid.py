@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gandist.fileio import atomic_write_with
+
 
 def to_uint8(images_bchw: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] (generator output) -> uint8 [0, 255]."""
@@ -43,9 +45,7 @@ def save_png(array_hwc: np.ndarray, path: str | os.PathLike, upscale: int = 1) -
     img = Image.fromarray(array_hwc[:, :, 0] if array_hwc.shape[2] == 1 else array_hwc)
     if upscale > 1:
         img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda tmp: img.save(tmp, format="PNG"), fsync=False)
     return path
 
 

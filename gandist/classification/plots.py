@@ -8,6 +8,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from gandist.fileio import atomic_write_with
+
 _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 _PANEL_W, _PANEL_H = 520, 380
 _MARGIN_L, _MARGIN_R, _MARGIN_T, _MARGIN_B = 60, 20, 36, 50
@@ -103,6 +105,4 @@ def plot_classify_report(report: dict[str, Any], path: Path) -> None:
     out = Image.new("RGB", (_PANEL_W * len(panels), _PANEL_H), "white")
     for i, panel in enumerate(panels):
         out.paste(panel, (i * _PANEL_W, 0))
-    tmp = path.with_suffix(".tmp.png")
-    out.save(tmp)
-    tmp.replace(path)
+    atomic_write_with(path, lambda tmp: out.save(tmp, format="PNG"), fsync=False)
