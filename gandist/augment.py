@@ -13,12 +13,17 @@ have drawn, and nothing is copied from the host.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("color", "translation", "cutout")
+from gandist.config import AUGMENT_POLICIES as POLICIES
+
+if TYPE_CHECKING:
+    from gandist.config import AugmentConfig
+    from gandist.engine.process_group import ProcessGroup
+
 TRANSLATION_RATIO = 0.125  # shift up to 1/8 of the side (DiffAugment's default)
 CUTOUT_RATIO = 0.5  # a square of half the side is zeroed (DiffAugment's default)
 
@@ -129,3 +134,52 @@ class AdaController:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.p, self.sign_sum, self.count, self.rt = (float(state[k]) for k in ("p", "sign_sum", "count", "rt"))
+
+
+# The augmentation of one run --------------------------------------------------------------------
+
+# Which draw: the stream number in seed_for(seed, step, stream, micro). The latent noise uses
+# phases 0 (D step) and 1 (G step); these are apart from them and from each other.
+REAL_IN_D, FAKE_IN_D, FAKE_IN_G, REAL_IN_G = 10, 11, 12, 13
+
+
+class Augmenter:
+    """What ``augment.*`` asks for, in front of D: the policy, a fixed or adaptive p, the seeded
+    draw. The ADA controller is its state (``state_dict``, saved in the checkpoint)."""
+
+    def __init__(self, cfg: AugmentConfig, group: ProcessGroup, seed: int, batch_size: int):
+        self.policy, self.fixed_p, self.group, self.seed = list(cfg.policy), cfg.p, group, seed
+        self.ada = (AdaController(cfg.ada_target, cfg.ada_interval, batch_size, cfg.ada_kimg)
+                    if cfg.policy and cfg.ada_target else None)
+        self._gen = torch.Generator(device=group.device)
+
+    @property
+    def p(self) -> float:
+        if not self.policy:
+            return 0.0
+        return self.ada.p if self.ada is not None else self.fixed_p
+
+    def __call__(self, x_bchw: torch.Tensor, step: int, stream: int, micro: int) -> torch.Tensor:
+        p = self.p
+        if p == 0.0:  # the identity, without drawing
+            return x_bchw
+        gen = self._gen.manual_seed(self.group.seed_for(self.seed, step, stream, micro))
+        return diff_augment(x_bchw, self.policy, p, gen)
+
+    def observe_real_logits(self, real_logits: torch.Tensor, step: int) -> None:
+        """ADA: add this step's sign(D(real)) over all ranks (one all-reduce), and adjust p
+        when due. ``step`` counts finished steps."""
+        if self.ada is None:
+            return
+        sign_sum, count = self.group.reduce_sum(
+            torch.stack([torch.sign(real_logits.detach().float()).sum(), torch.tensor(float(real_logits.numel()), device=real_logits.device)])
+        ).tolist()
+        self.ada.observe(sign_sum, count)
+        self.ada.maybe_adjust(step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ada": self.ada.state_dict() if self.ada is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.ada is not None and state.get("ada") is not None:
+            self.ada.load_state_dict(state["ada"])

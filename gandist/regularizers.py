@@ -16,10 +16,14 @@ unchanged (Karras et al., 2020, StyleGAN2 appendix B).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from gandist.config import RegConfig
+    from gandist.engine.process_group import ProcessGroup
 
 Discriminator = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -41,7 +45,7 @@ def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
 def squared_grad_norm(d: Discriminator, x_bchw: torch.Tensor, y_b: torch.Tensor | None) -> torch.Tensor:
     """E_x ||dD(x)/dx||^2 over the batch: R1 on real images, R2 on generated ones."""
     _, grad = input_gradient(d, x_bchw, y_b)
-    return grad.square().sum(dim=(1, 2, 3)).mean()
+    return grad.flatten(1).square().sum(dim=1).mean()
 
 
 def r1_penalty(d: Discriminator, real_bchw: torch.Tensor, y_b: torch.Tensor | None) -> torch.Tensor:
@@ -59,10 +63,10 @@ def gradient_penalty(d: Discriminator, real_bchw: torch.Tensor, fake_bchw: torch
     """WGAN-GP (Gulrajani et al., 2017): E (||dD/dx at x_hat|| - 1)^2 with
     x_hat = alpha * real + (1 - alpha) * fake, alpha ~ U(0, 1) per image (drawn by the caller, so
     the draw is seeded like the rest of the step). Conditional D sees the real images' labels."""
-    alpha = alpha_b.to(real_bchw.dtype).view(-1, 1, 1, 1)
+    alpha = alpha_b.to(real_bchw.dtype).view(-1, *([1] * (real_bchw.ndim - 1)))
     x_hat = alpha * real_bchw.detach() + (1 - alpha) * fake_bchw.detach()
     _, grad = input_gradient(d, x_hat, y_b)
-    norm_b = (grad.square().sum(dim=(1, 2, 3)) + 1e-12).sqrt()
+    norm_b = (grad.flatten(1).square().sum(dim=1) + 1e-12).sqrt()
     return (norm_b - 1.0).square().mean()
 
 
@@ -113,3 +117,64 @@ def orthogonal_penalty(module: torch.nn.Module) -> torch.Tensor:
         gram = w @ w.t()
         total = total + (gram * (1 - torch.eye(gram.shape[0], device=gram.device))).square().sum()
     return total
+
+
+# The regularization of one run ------------------------------------------------------------------
+
+GP_ALPHA_STREAM = 20  # seed_for(seed, step, GP_ALPHA_STREAM, micro): the GP interpolation weights
+
+
+class Regularization:
+    """The penalties ``reg.*`` turns on, as terms of D's and G's losses.
+
+    ``d_terms`` runs in D's step ("Dreg" when the lazy interval says so) and returns weighted
+    terms to add to the D loss before its one backward; ``g_term`` is added to G's loss. LeCam's
+    anchors are the only state (``state_dict``, saved in the checkpoint).
+    """
+
+    def __init__(self, cfg: RegConfig, group: ProcessGroup, seed: int):
+        self.cfg, self.group, self.seed = cfg, group, seed
+        self.lecam = LeCamAnchors(cfg.lecam_decay) if cfg.lecam_weight else None
+        self._gen = torch.Generator(device=group.device)
+
+    def penalties_due(self, step: int) -> bool:
+        return self.cfg.gradient_penalties and step % self.cfg.every_steps == 0
+
+    def d_terms(self, d_real: Discriminator, d_fake: Discriminator, step: int, micro: int, real: torch.Tensor,
+                labels: torch.Tensor | None, fake: torch.Tensor, fake_labels: torch.Tensor | None,
+                real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named weighted terms of D's loss at ``step`` (empty when none applies). ``d_real`` and
+        ``d_fake`` are D as the loss sees real and generated images (with the same augmentation
+        draw in front as the loss's own passes), ``real``/``fake`` their inputs: the penalty is
+        the gradient with respect to the image before augmentation, as in StyleGAN2-ADA."""
+        cfg, terms = self.cfg, {}
+        if self.penalties_due(step):
+            lazy = float(cfg.every_steps)  # a penalty every k steps counts k times (StyleGAN2)
+            if cfg.r1_gamma:
+                terms["reg/r1"] = cfg.r1_gamma / 2 * lazy * r1_penalty(d_real, real, labels)
+            if cfg.r2_gamma:
+                terms["reg/r2"] = cfg.r2_gamma / 2 * lazy * r2_penalty(d_fake, fake, fake_labels)
+            if cfg.gp_lambda:
+                gen = self._gen.manual_seed(self.group.seed_for(self.seed, step, GP_ALPHA_STREAM, micro))
+                alpha = torch.rand(real.shape[0], generator=gen, device=real.device)
+                terms["reg/gp"] = cfg.gp_lambda * lazy * gradient_penalty(d_real, real, fake, labels, alpha)
+        if self.lecam is not None:
+            terms["reg/lecam"] = cfg.lecam_weight * self.lecam.penalty(real_logits, fake_logits)
+        return terms
+
+    def after_d_step(self, real_logit_mean: torch.Tensor, fake_logit_mean: torch.Tensor) -> None:
+        """Move LeCam's anchors by this step's mean logits over all ranks (one all-reduce)."""
+        if self.lecam is not None:
+            real_mean, fake_mean = self.group.reduce_mean(torch.stack([real_logit_mean, fake_logit_mean]).float()).tolist()
+            self.lecam.update(real_mean, fake_mean)
+
+    def g_term(self, g: torch.nn.Module) -> torch.Tensor | None:
+        """Orthogonal regularization of G's weights (the plain module), or None when off."""
+        return self.cfg.ortho_weight * orthogonal_penalty(g) if self.cfg.ortho_weight else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lecam": self.lecam.state_dict() if self.lecam is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.lecam is not None and state.get("lecam") is not None:
+            self.lecam.load_state_dict(state["lecam"])
