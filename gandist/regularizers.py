@@ -132,8 +132,8 @@ class Regularization:
     anchors are the only state (``state_dict``, saved in the checkpoint).
     """
 
-    def __init__(self, cfg: RegConfig, group: ProcessGroup, seed: int):
-        self.cfg, self.group, self.seed = cfg, group, seed
+    def __init__(self, cfg: RegConfig, group: ProcessGroup, seed: int, grad_accum: int = 1):
+        self.cfg, self.group, self.seed, self.cfg_accum = cfg, group, seed, grad_accum
         self.lecam = LeCamAnchors(cfg.lecam_decay) if cfg.lecam_weight else None
         self._gen = torch.Generator(device=group.device)
 
@@ -155,12 +155,21 @@ class Regularization:
             if cfg.r2_gamma:
                 terms["reg/r2"] = cfg.r2_gamma / 2 * lazy * r2_penalty(d_fake, fake, fake_labels)
             if cfg.gp_lambda:
-                gen = self._gen.manual_seed(self.group.seed_for(self.seed, step, GP_ALPHA_STREAM, micro))
-                alpha = torch.rand(real.shape[0], generator=gen, device=real.device)
+                alpha = self._interpolation_weights(step, micro, real.shape[0], real.device)
                 terms["reg/gp"] = cfg.gp_lambda * lazy * gradient_penalty(d_real, real, fake, labels, alpha)
         if self.lecam is not None:
             terms["reg/lecam"] = cfg.lecam_weight * self.lecam.penalty(real_logits, fake_logits)
         return terms
+
+    def _interpolation_weights(self, step: int, micro: int, batch_per_rank: int, device: torch.device) -> torch.Tensor:
+        """GP's alpha for this rank's micro-batch: one draw for the whole global batch of the step,
+        sliced like the data (rank-major, then micro-batch), so N ranks use the alphas one process
+        would and a resumed run draws the same."""
+        num_micro = self.cfg_accum
+        gen = self._gen.manual_seed(hash((self.seed, step, GP_ALPHA_STREAM)) & 0x7FFF_FFFF_FFFF_FFFF)
+        alpha_all = torch.rand(self.group.world_size * num_micro * batch_per_rank, generator=gen, device=device)
+        start = (self.group.rank * num_micro + micro) * batch_per_rank
+        return alpha_all[start:start + batch_per_rank]
 
     def after_d_step(self, real_logit_mean: torch.Tensor, fake_logit_mean: torch.Tensor) -> None:
         """Move LeCam's anchors by this step's mean logits over all ranks (one all-reduce)."""

@@ -153,7 +153,7 @@ def discriminator_step(run: Run, loss_fn) -> tuple[StepStats, Reals]:
     separate backward of a gradient penalty would not be all-reduced, PyTorch issue 63929).
     Returns the statistics and the real micro-batches (G's relativistic loss compares with them)."""
     engine, accum, step, aug = run.engine, run.cfg.train.grad_accum, run.step, run.augment
-    g, d = engine.net("G"), engine.net("D")
+    g, d, d_for_penalty = engine.net("G"), engine.net("D"), engine.penalty_net("D")
     total = torch.zeros(3, device=engine.device)  # D loss, mean D(real), mean D(fake) as probabilities
     reg_sums: dict[str, torch.Tensor] = {}
     reals: Reals = []
@@ -165,11 +165,10 @@ def discriminator_step(run: Run, loss_fn) -> tuple[StepStats, Reals]:
         reals.append((real, labels))
         z, fake_labels = sample_latents(run, phase=0, micro=micro)
 
-        def d_real(x, y, micro=micro):
-            return d(aug(x, step, REAL_IN_D, micro), y)
+        def seen_by(net, stream, micro=micro):  # D as the loss sees it: augmentation in front
+            return lambda x, y: net(aug(x, step, stream, micro), y)
 
-        def d_fake(x, y, micro=micro):
-            return d(aug(x, step, FAKE_IN_D, micro), y)
+        d_real, d_fake = seen_by(d, REAL_IN_D), seen_by(d, FAKE_IN_D)
 
         with engine.no_sync("D") if micro < accum - 1 else contextlib.nullcontext():
             with engine.autocast():
@@ -178,7 +177,7 @@ def discriminator_step(run: Run, loss_fn) -> tuple[StepStats, Reals]:
                 real_logits = d_real(real, labels)
                 fake_logits = d_fake(fake, fake_labels)
                 loss = loss_fn.d_loss(real_logits.float(), fake_logits.float())
-                terms = run.reg.d_terms(d_real, d_fake, step, micro, real, labels, fake, fake_labels, real_logits, fake_logits)
+                terms = run.reg.d_terms(seen_by(d_for_penalty, REAL_IN_D), seen_by(d_for_penalty, FAKE_IN_D), step, micro, real, labels, fake, fake_labels, real_logits, fake_logits)
             engine.backward(loss + sum(terms.values()) if terms else loss, "D")
         total += torch.stack([loss.detach(), torch.sigmoid(real_logits.detach().float()).mean(),
                               torch.sigmoid(fake_logits.detach().float()).mean()])
@@ -331,7 +330,7 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
     run = Run(cfg=cfg, run_dir=run_dir, engine=engine, spec=spec, state=state, batches=None, logger=logger,
               checkpointer=checkpointer, latents=LatentSampler(engine, spec.z_dim, spec.num_classes, cfg.train.seed),
               augment=Augmenter(cfg.augment, engine, cfg.train.seed, cfg.train.batch_size),
-              reg=Regularization(cfg.reg, engine, cfg.train.seed), dataset_info=info)
+              reg=Regularization(cfg.reg, engine, cfg.train.seed, cfg.train.grad_accum), dataset_info=info)
     state.components.update(augment=run.augment, reg=run.reg)  # ADA's p, LeCam's anchors: in the checkpoint
     best = checkpointer.read_best()
     if best and best.get("extractor") == cfg.eval.extractor:
