@@ -318,7 +318,10 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
 
     checkpointer = Checkpointer(run_dir, engine, keep=cfg.checkpoint.keep, keep_every_steps=cfg.checkpoint.keep_every_steps)
     model_info = {"model_name": cfg.model.name, "spec": spec.to_dict(), "num_classes": spec.num_classes,
-                  "class_names": list(info.class_names) if spec.num_classes else []}
+                  "class_names": list(info.class_names) if spec.num_classes else [],
+                  # The real data's own size: synth writes images of this size even when the run
+                  # resized the data (data.image_size), so synthetic and real images match.
+                  "data_image_size": info.image_size, "data_channels": info.channels}
     state = TrainingState(engine=engine, ema=ema, stream=stream, model_info=model_info, config_yaml=cfg.to_yaml(),
                           total_steps=total_steps)
     resume_from = checkpointer.agree_on_resumable(log=notes.append)

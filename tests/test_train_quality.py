@@ -48,3 +48,26 @@ def test_dcgan_trains_at_the_datas_own_size(run, tmp_path, size, channels):
     assert result.returncode == 0, result.stderr
     spec = json.loads((tmp_path / "run" / "ckpt" / "step_00000002" / "model.json").read_text())["spec"]
     assert (spec["image_size"], spec["channels"]) == (size, channels)
+
+
+@pytest.mark.slow
+def test_synth_writes_the_datas_size_and_classify_tells_about_resizing(run, tmp_path):
+    """A run that resized 28x28 data to 32 writes 28x28 synthetic images; classify converts
+    images of another size to the real training size and says so."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "imgs.npz", images=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), labels=np.arange(40) % 4)
+    assert run("shards", "make", "--from", tmp_path / "imgs.npz", "--out", tmp_path / "data").returncode == 0
+    assert run("shards", "make", "--from", tmp_path / "imgs.npz", "--resize", "32", "--out", tmp_path / "data32").returncode == 0
+    trained = run("train", "--run-dir", tmp_path / "run", f"data.path={tmp_path / 'data'}", "data.image_size=32", "train.steps=2", *TINY)
+    assert trained.returncode == 0, trained.stderr
+    synth = run("synth", "--run-dir", tmp_path / "run", "--per-class", 3, "--out", tmp_path / "synth")
+    assert synth.returncode == 0, synth.stderr
+    image = json.loads((tmp_path / "synth" / "manifest.json").read_text())["image"]
+    assert (image["height"], image["width"]) == (28, 28)
+    assert "writing 28x28" in synth.stderr
+
+    out = run("classify", "--train", tmp_path / "data", "--test", tmp_path / "data", "--synthetic", tmp_path / "data32",
+              "--protocol", "cas", "--seeds", 1, "--steps", 2, "--out", tmp_path / "report")
+    assert out.returncode == 0, out.stderr
+    assert "notice: --synthetic" in out.stderr and "1 x 32 x 32" in out.stderr and "resized to 1 x 28 x 28" in out.stderr
+    assert "notice: --test" not in out.stderr
