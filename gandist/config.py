@@ -64,12 +64,12 @@ class ModelConfig:
     """Generator/discriminator pair from the model registry (``gandist.models``)."""
     conditional: bool = True
     """Class-conditional G and D (needs labelled data); the default, since users make labelled synthetic data."""
-    z_dim: int = 8
-    """Length of the latent noise vector (8 suits the digits: with 64 a conditional G ignored its noise; natural images: 128)."""
-    g_width: int = 32
-    """Generator width: channels of its widest conv layer (dcgan) or hidden units / 8 (mlp)."""
-    d_width: int = 32
-    """Discriminator width: channels of its widest conv layer."""
+    z_dim: int = 64
+    """Length of the latent noise vector (conditional dcgan: multiplied by a class embedding of this length)."""
+    g_width: int = 64
+    """Generator width: channels of its last hidden conv layer, doubled towards the first (dcgan), or hidden units / 8 (mlp)."""
+    d_width: int = 64
+    """Discriminator width: channels of its first conv layer, doubled at each halving."""
     d_minibatch_std: bool = True
     """Minibatch standard deviation feature in D (Karras et al., 2018): counters mode collapse."""
 
