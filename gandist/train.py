@@ -63,6 +63,10 @@ class Run:
     def ema(self) -> torch.nn.Module:
         return self.state.ema
 
+    @property
+    def stream(self):
+        return self.state.stream
+
 
 def train(cfg: Config, run_dir: Path) -> int:
     """Train until ``total_steps`` or a preemption signal; returns the process exit code."""
@@ -76,7 +80,7 @@ def train(cfg: Config, run_dir: Path) -> int:
             return train_loop(run)
         finally:
             run.logger.close()
-            run.state.stream.close()
+            run.stream.close()
     finally:
         engine.close()
 
@@ -253,7 +257,7 @@ def set_learning_rates(run: Run) -> None:
 
 def log_scalars(run: Run, means: RunningMeans, elapsed_sec: float) -> None:
     images = means.num_steps * run.cfg.train.batch_size  # global batch: already summed over ranks
-    skipped = run.engine.reduce_sum(torch.tensor([float(getattr(run.state.stream, "num_skipped", 0))]))
+    skipped = run.engine.reduce_sum(torch.tensor([float(getattr(run.stream, "num_skipped", 0))]))
     run.logger.scalars(run.step, {
         **means.means(run.engine),
         "lr/G": run.engine.lr("G"), "lr/D": run.engine.lr("D"),
