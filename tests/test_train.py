@@ -164,6 +164,6 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(gandist_cache, tmp_path
             train_loop(run)
     finally:
         run.logger.close()
-        run.state.stream.close()
+        run.stream.close()
     assert (tmp_path / "ckpt" / "latest").read_text().strip() == "step_00000000"
     assert not (tmp_path / "ckpt" / "step_00000001").exists()
