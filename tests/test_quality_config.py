@@ -24,8 +24,9 @@ def test_default_config_is_the_digits_recipe():
     ("loss.name=wasserstein", "loss.name"),
 ])
 def test_bad_quality_settings_name_the_field(override, field):
-    with pytest.raises(ConfigError, match=rf"^{field.replace('[', '[[]')}"):
+    with pytest.raises(ConfigError) as error:
         load_config(None, [override]).validate()
+    assert str(error.value).startswith(field + ":")
 
 
 def test_bad_policy_is_exit_2_at_dry_run(run):
