@@ -111,3 +111,31 @@ def test_orthogonal_penalty_by_hand():
     with torch.no_grad():
         lin.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 5.0, 0.0]]))
     assert R.orthogonal_penalty(net).item() == 0.0  # orthogonal rows of any norm: no penalty
+
+
+def test_lazy_regularization_runs_every_k_steps_scaled_by_k():
+    """reg.every_steps=4: R1 only at steps 0, 4, ..., weighted gamma/2 * 4 (StyleGAN2's lazy R1)."""
+    from gandist.config import RegConfig
+    from gandist.engine.process_group import ProcessGroup
+
+    d, _ = _smooth_d()
+    reg = R.Regularization(RegConfig(r1_gamma=2.0, every_steps=4), ProcessGroup(), seed=0)
+    logits = d(X, Y)
+    due = reg.d_terms(d, d, 4, 0, X, Y, FAKE, Y, logits, logits)
+    assert due["reg/r1"].item() == pytest.approx(2.0 / 2 * 4 * R.r1_penalty(d, X, Y).item())
+    assert reg.d_terms(d, d, 5, 0, X, Y, FAKE, Y, logits, logits) == {}
+
+
+def test_gp_interpolation_weights_do_not_depend_on_the_split():
+    """One draw per global batch, sliced by (rank, micro-batch): 2 micro-batches of 4 see the
+    alphas one batch of 8 sees."""
+    from gandist.config import RegConfig
+    from gandist.engine.process_group import ProcessGroup
+
+    whole = R.Regularization(RegConfig(gp_lambda=1.0), ProcessGroup(), seed=3, grad_accum=1)
+    split = R.Regularization(RegConfig(gp_lambda=1.0), ProcessGroup(), seed=3, grad_accum=2)
+    device = torch.device("cpu")
+    alphas = whole._interpolation_weights(7, 0, 8, device)
+    parts = torch.cat([split._interpolation_weights(7, m, 4, device) for m in (0, 1)])
+    assert torch.equal(alphas, parts)
+    assert not torch.equal(alphas, whole._interpolation_weights(8, 0, 8, device))
