@@ -1,7 +1,8 @@
 """Recipes on the built-in digits at equal training time: recipe x CAS/real x FID x minutes.
 
 Each recipe (a config file plus overrides) first trains ``--calib-steps`` steps to measure its
-seconds per step on this machine, then trains for as many steps as fit in ``--minutes``, and goes
+CPU seconds per step on this machine, then trains for as many steps as fit in ``--minutes`` of
+CPU time (one thread), and goes
 through the README's path: ``synth`` (200 per class) -> ``classify --protocol cas`` against the
 real test split -> ``eval`` with the domain classifier of ``classify --protocol real`` (FID,
 precision/recall, per-class recall in that classifier's features). Writes
@@ -9,7 +10,8 @@ precision/recall, per-class recall in that classifier's features). Writes
 
     python benchmarks/recipes_digits.py --work /tmp/recipes --minutes 2 --out benchmarks/results
 
-Figures depend on the machine's load: the table records wall and CPU minutes of each training.
+The budget is CPU time, so other jobs on a shared machine change the wall time more than the
+step count; the table records both.
 """
 
 from __future__ import annotations
@@ -51,18 +53,10 @@ def gandist(*args, log: Path) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def seconds_per_step(run_dir: Path) -> float:
-    """From the run's logged throughput (images/s per log interval, startup excluded)."""
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    ips = [r["perf/images_per_sec"] for r in rows if "perf/images_per_sec" in r][1:] or [rows[-1]["perf/images_per_sec"]]
-    batch = json.loads(json.dumps(__import__("yaml").safe_load((run_dir / "config.yaml").read_text())))["train"]["batch_size"]
-    return batch / (sum(ips) / len(ips))
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", type=Path, required=True, help="scratch directory (data, runs, reports)")
-    p.add_argument("--minutes", type=float, default=2.0, help="training wall minutes per recipe (default 2)")
+    p.add_argument("--work", type=Path, default=None, help="scratch directory (data, runs, reports); required unless --list")
+    p.add_argument("--minutes", type=float, default=2.0, help="training CPU minutes per recipe (default 2)")
     p.add_argument("--calib-steps", type=int, default=60, help="steps of the timing run per recipe (default 60)")
     p.add_argument("--recipes", default="", help="comma-separated recipe names (default: all); list them with --list")
     p.add_argument("--classify-steps", type=int, default=300, help="classifier training steps (default 300)")
@@ -72,6 +66,8 @@ def main() -> int:
     if args.list:
         print("\n".join(RECIPES))
         return 0
+    if args.work is None:
+        p.error("--work is required")
     names = [n.strip() for n in args.recipes.split(",") if n.strip()] or list(RECIPES)
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
@@ -98,10 +94,14 @@ def main() -> int:
         config, overrides = RECIPES[name]
         tag = f"r{i}"
         common = ["--config", REPO / config, f"data.path={data['train']}", "log.progress=false", *overrides]
-        calib = work / "runs" / f"{tag}_calib"
-        gandist("train", "--run-dir", calib, *common, f"train.steps={args.calib_steps}", "log.every_steps=20",
-                "log.sample_every_steps=0", f"checkpoint.every_steps={args.calib_steps}", log=log)
-        steps = max(1, int(args.minutes * 60 / seconds_per_step(calib)))
+        # CPU seconds per step: a run of calib_steps minus a run of 1 step (startup: imports, data,
+        # the final checkpoint). CPU time, not wall time, so other jobs on the machine matter less.
+        quiet = ["log.every_steps=20", "log.sample_every_steps=0"]
+        _, cpu_one = gandist("train", "--run-dir", work / "runs" / f"{tag}_calib1", *common, *quiet, "train.steps=1", log=log)
+        _, cpu_many = gandist("train", "--run-dir", work / "runs" / f"{tag}_calib", *common, *quiet,
+                              f"train.steps={args.calib_steps + 1}", f"checkpoint.every_steps={args.calib_steps + 1}", log=log)
+        cpu_per_step = max(cpu_many - cpu_one, 1e-3) / args.calib_steps
+        steps = max(1, int(args.minutes * 60 / cpu_per_step))
         run_dir = work / "runs" / tag
         wall, cpu = gandist("train", "--run-dir", run_dir, *common, f"train.steps={steps}", log=log)
         gandist("synth", "--run-dir", run_dir, "--per-class", 200, "--out", work / "synth" / tag, log=log)
@@ -118,7 +118,7 @@ def main() -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d")
-    lines = [f"# Recipes on the built-in digits at equal training time ({args.minutes:g} wall minutes each, {stamp})", "",
+    lines = [f"# Recipes on the built-in digits at equal training time ({args.minutes:g} CPU minutes each, one thread, {stamp})", "",
              f"Real-data classifier accuracy (resnet8, {args.classify_steps} steps): {real_acc:.3f}. CAS: the same classifier "
              "trained on 2,000 synthetic images (200 per class), tested on the real test split. FID, recall: in the "
              "domain classifier's features (not comparable with Inception FID). Rerun: "
