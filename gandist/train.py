@@ -181,7 +181,9 @@ def discriminator_step(run: Run, loss_fn) -> tuple[StepStats, Reals]:
                 real_logits = d_real(real, labels)
                 fake_logits = d_fake(fake, fake_labels)
                 loss = loss_fn.d_loss(real_logits.float(), fake_logits.float())
-                terms = run.reg.d_terms(seen_by(d_for_penalty, REAL_IN_D), seen_by(d_for_penalty, FAKE_IN_D), step, micro, real, labels, fake, fake_labels, real_logits, fake_logits)
+                # "Dreg": the reg.* terms due at this step, added to the loss of the one backward.
+                terms = run.reg.d_terms(seen_by(d_for_penalty, REAL_IN_D), seen_by(d_for_penalty, FAKE_IN_D), step, micro,
+                                        real, labels, fake, fake_labels, real_logits, fake_logits)
             engine.backward(loss + sum(terms.values()) if terms else loss, "D")
         total += torch.stack([loss.detach(), torch.sigmoid(real_logits.detach().float()).mean(),
                               torch.sigmoid(fake_logits.detach().float()).mean()])
