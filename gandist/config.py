@@ -121,11 +121,11 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1500
+    steps: int = 3000
     """Training steps (one D update and one G update each); ignored when ``epochs`` > 0."""
     epochs: int = 0
     """Train for this many passes over the data instead of ``steps`` (needs ``data.mode=epoch``)."""
-    batch_size: int = 64
+    batch_size: int = 32
     """Global batch size: images per step summed over all ranks and accumulation micro-steps."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
