@@ -5,6 +5,8 @@
 #   PART a: training-step overhead on CUDA, mixed precision through the CLI (ddp/zero, bf16/fp16)
 #   PART b: engines benchmark (ddp vs zero1 vs zero2, bf16 and fp16), loader benchmark
 #   PART c: the default digits run and the step-overhead benchmark on 2 CPU cores (taskset)
+#   PART d: issue 15: `gandist bench` on the GPU (every registered model, pipeline, MFU), the
+#           loader at 0/1/2/4/8 workers with batches copied to the GPU, the scaling estimate
 set -uo pipefail
 OUTDIR=$1
 PART=$2
@@ -53,4 +55,13 @@ if [ "$PART" = b ]; then
     python3 benchmarks/engines.py --device cuda --precision bf16 --out "$OUTDIR/engines_h100x1_bf16.json" 2>&1 | grep -v WARN | tail -8
     python3 benchmarks/engines.py --device cuda --precision fp16 --out "$OUTDIR/engines_h100x1_fp16.json" 2>&1 | grep -v WARN | tail -8
     python3 benchmarks/loader.py --workers 4 --device cuda --sizes 32 64 128 --out "$OUTDIR/loader_h100.md" 2>&1 | tail -8
+fi
+
+if [ "$PART" = d ]; then
+    # ~6-8 min on an H100 with dcgan+mlp (+ the zoo's models once merged: size it to the budget
+    # with --models / --steps / --rounds). Checks: ddp_bf16 >= 1.5x plain_fp32 for dcgan and resnet
+    # at 32; pipeline device_cache >= 0.95 of memory; biggan 128 bf16 MFU >= 25 %.
+    python3 -m gandist bench --device cuda --out "$OUTDIR/bench.json" 2>&1 | grep -v WARN | tail -40
+    python3 benchmarks/scaling.py --bench "$OUTDIR/bench.json" | tee "$OUTDIR/scaling.md"
+    python3 benchmarks/loader.py --device cuda --workers 0 1 2 4 8 --sizes 32 64 --min-sec 2 --out "$OUTDIR/loader_gpu.md" 2>&1 | tail -14
 fi

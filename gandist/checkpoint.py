@@ -195,6 +195,7 @@ class Checkpointer:
         if not self.engine.is_main:
             return
         best, tmp, old = self.root / "best", self.root / "best.tmp", self.root / "best.old"
+        self._recover_best()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(path, tmp, copy_function=_link_or_copy)
         atomic_write_bytes(tmp / "BEST.json", json.dumps(info, indent=1).encode())
@@ -205,7 +206,16 @@ class Checkpointer:
         fsync_dir(self.root)
         shutil.rmtree(old, ignore_errors=True)
 
+    def _recover_best(self) -> None:
+        """A save killed between moving ``best`` aside and moving the new one in leaves only
+        ``best.old``: it is still the best, so put it back (rank zero; the others only read)."""
+        best, old = self.root / "best", self.root / "best.old"
+        if self.engine.is_main and not best.exists() and (old / "BEST.json").is_file():
+            os.replace(old, best)
+            fsync_dir(self.root)
+
     def read_best(self) -> dict | None:
+        self._recover_best()
         try:
             return json.loads((self.root / "best" / "BEST.json").read_text())
         except (OSError, ValueError):
@@ -225,8 +235,8 @@ class Checkpointer:
 
     def read_latest_name(self) -> str | None:
         try:
-            name = (self.root / "latest").read_text().strip()
-        except OSError:
+            name = (self.root / "latest").read_text(encoding="utf-8").strip()
+        except (OSError, ValueError):  # missing, or not text
             return None
         return name if STEP_DIR.match(name) else None
 
@@ -289,15 +299,31 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def verify_checkpoint(path: Path) -> str | None:
-    """None when every file matches MANIFEST.json; otherwise what is wrong."""
+    """None when every file matches MANIFEST.json; otherwise what is wrong.
+
+    The manifest and model.json are read as untrusted data: a wrong shape is a damaged
+    checkpoint (the caller falls back to the previous one), never a traceback."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return f"unreadable {MANIFEST} ({e})"
+    if not isinstance(manifest, dict):
+        return f"{MANIFEST} is not a JSON object"
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
         return f"format version {version!r} is newer than this gandist understands ({FORMAT_VERSION}); upgrade gandist"
-    for rel, meta in manifest.get("files", {}).items():
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return f"{MANIFEST} lists no files"
+    step = manifest.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"{MANIFEST} has no valid step ({step!r:.50})"
+    for rel, meta in files.items():
+        rel_path = Path(rel)
+        if rel_path.is_absolute() or ".." in rel_path.parts or not rel:
+            return f"{MANIFEST} names a file outside the checkpoint: {rel!r:.200}"
+        if not (isinstance(meta, dict) and isinstance(meta.get("bytes"), int) and isinstance(meta.get("sha256"), str)):
+            return f"{MANIFEST} entry {rel!r:.200} lacks bytes/sha256"
         file = path / rel
         if not file.is_file():
             return f"missing file {rel}"
@@ -305,6 +331,13 @@ def verify_checkpoint(path: Path) -> str | None:
             return f"{rel} has {file.stat().st_size} bytes, manifest says {meta['bytes']} (truncated?)"
         if sha256_file(file) != meta["sha256"]:
             return f"{rel} does not match its sha256 in {MANIFEST} (corrupted)"
+    if "model.json" in files:
+        from gandist.model_info import parse_model_info
+
+        try:
+            parse_model_info((path / "model.json").read_bytes(), "model.json")
+        except CheckpointError as e:
+            return str(e)
     return None
 
 

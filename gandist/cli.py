@@ -9,10 +9,10 @@ import importlib
 import sys
 
 from gandist import __version__
-from gandist.errors import EXIT_BAD_INPUT, EXIT_FAILURE, GandistError
+from gandist.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, GandistError
 
 # Order is the order of ``gandist --help``.
-VERBS = ["train", "shards", "sample", "export", "eval", "synth", "classify"]
+VERBS = ["train", "shards", "sample", "export", "eval", "synth", "classify", "config", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,13 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse: 0 for --help, 2 for bad usage
         return int(e.code or 0)
     try:
+        from gandist.runtime import apply_thread_budget
+
+        apply_thread_budget()
         return int(args.func(args) or 0)
     except GandistError as e:
         print(f"gandist {args.verb}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"gandist {args.verb}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except FileNotFoundError as e:
         print(f"gandist {args.verb}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import signal
 import typing
@@ -20,6 +21,10 @@ from typing import Any, Literal
 import yaml
 
 from gandist.errors import ConfigError
+
+
+#: Largest seed: NumPy takes seeds below 2**32, and ranks and derived streams add small offsets.
+MAX_SEED = 2**31 - 1
 
 
 @dataclass
@@ -33,7 +38,7 @@ class DataConfig:
     mode: Literal["epoch", "resampled"] = "epoch"
     """``epoch``: every sample once per epoch across ranks; ``resampled``: infinite stream of shards drawn with replacement."""
     num_workers: int = 0
-    """DataLoader worker processes per rank (0: read in the training process)."""
+    """DataLoader worker processes per rank (0: read in the training process; -1: from the CPUs this process may use, at most 4)."""
     shuffle_buffer: int = 2000
     """Samples held in the shuffle buffer of each worker."""
     image_size: int = 0
@@ -48,30 +53,50 @@ class DataConfig:
     """Path of the shards' ``manifest.json`` when ``path`` is remote (``pipe:``) or the manifest lives elsewhere."""
     random_crop_pad: int = 0
     """Random-crop augmentation: reflect-pad by this many pixels, crop back to size; 0: off."""
+    device_cache: bool = False
+    """Read the whole dataset once and keep it, as uint8, on the training device (same order, augmentation and resume as streaming)."""
+    device_cache_max_mb: float = 0.0
+    """Also use the device cache whenever the decoded uint8 dataset is at most this many MiB (0: only when ``device_cache``)."""
+    labelled_fraction: float = 1.0
+    """``train.objective=semisup``: fraction of each class's labelled samples whose labels are used (class-stratified, seeded by ``train.seed``); 1: all labels the shards carry."""
+    labelled_per_class: int = 0
+    """``train.objective=semisup``: use the labels of this many samples per class instead of a fraction; 0: use ``labelled_fraction``."""
 
     def validate(self) -> None:
-        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0", self.num_workers)
+        _check(self.num_workers >= -1, "data.num_workers", "must be >= 0, or -1 (from the CPUs)", self.num_workers)
         _check(self.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0", self.shuffle_buffer)
         _check(self.image_size == 0 or self.image_size >= 4, "data.image_size", "must be 0 (dataset size) or >= 4", self.image_size)
         _check(self.channels in (0, 1, 3), "data.channels", "must be one of 0 (dataset), 1, 3", self.channels)
         _check(0.0 <= self.max_skipped_fraction <= 1.0, "data.max_skipped_fraction", "must be in [0, 1]", self.max_skipped_fraction)
         _check(self.random_crop_pad >= 0, "data.random_crop_pad", "must be >= 0", self.random_crop_pad)
+        _check(self.device_cache_max_mb >= 0, "data.device_cache_max_mb", "must be >= 0", self.device_cache_max_mb)
+        _check(0.0 < self.labelled_fraction <= 1.0, "data.labelled_fraction", "must be in (0, 1]", self.labelled_fraction)
+        _check(self.labelled_per_class >= 0, "data.labelled_per_class", "must be >= 0 (0: use data.labelled_fraction)", self.labelled_per_class)
+        if self.labelled_per_class and self.labelled_fraction != 1.0:
+            raise ConfigError(
+                f"data.labelled_per_class: set either data.labelled_per_class ({self.labelled_per_class}) or "
+                f"data.labelled_fraction ({self.labelled_fraction}), not both"
+            )
 
 
 @dataclass
 class ModelConfig:
     name: str = "dcgan"
-    """Generator/discriminator pair from the model registry (``gandist.models``)."""
+    """Generator/discriminator pair from the model registry: dcgan, mlp, resnet, biggan, r3 (see docs/models.md)."""
     conditional: bool = True
     """Class-conditional G and D (needs labelled data); the default, since users make labelled synthetic data."""
     z_dim: int = 64
     """Length of the latent noise vector (conditional dcgan: multiplied by a class embedding of this length)."""
     g_width: int = 64
-    """Generator width: channels of its last hidden conv layer, doubled towards the first (dcgan), or hidden units / 8 (mlp)."""
+    """Generator width: channels of its widest conv layer (dcgan; resnet/biggan/r3: of the stages up to 32 px, halved per doubling beyond) or hidden units / 8 (mlp)."""
     d_width: int = 64
-    """Discriminator width: channels of its first conv layer, doubled at each halving."""
+    """Discriminator width: channels of its widest conv layer (same stage rule as ``g_width``)."""
     d_minibatch_std: bool = True
     """Minibatch standard deviation feature in D (Karras et al., 2018): counters mode collapse."""
+    spectral_norm_d: Literal["auto", "on", "off"] = "auto"
+    """Spectral norm on D's layers (true/false also accepted); auto: the model's source setting (on for resnet/biggan, off for r3/dcgan/mlp)."""
+    attention_resolution: int = 0
+    """biggan: side in pixels of the G stage (and the D feature map) that gets self-attention, e.g. 16 or 32; 0: none."""
 
     def validate(self) -> None:
         # model.name is checked against the model registry by ``gandist.models.check_model_config``
@@ -79,15 +104,18 @@ class ModelConfig:
         _check(self.z_dim >= 1, "model.z_dim", "must be >= 1", self.z_dim)
         _check(self.g_width >= 8, "model.g_width", "must be >= 8", self.g_width)
         _check(self.d_width >= 8, "model.d_width", "must be >= 8", self.d_width)
+        _check(self.attention_resolution >= 0, "model.attention_resolution", "must be >= 0 (0: no attention)", self.attention_resolution)
 
 
 @dataclass
 class LossConfig:
-    name: Literal["nonsaturating", "minimax", "lsgan", "hinge", "wgan", "rpgan", "ragan"] = "nonsaturating"
-    """Adversarial loss: non-saturating BCE (default), original minimax BCE, least squares, hinge, WGAN critic (with ``reg.gp_lambda``), relativistic pairing (R3GAN) or relativistic average."""
+    name: Literal["nonsaturating", "minimax", "lsgan", "hinge", "wgan", "rpgan", "ragan", "feature_matching"] = "nonsaturating"
+    """Adversarial loss: non-saturating BCE (default), original minimax BCE, least squares, hinge, WGAN critic (with ``reg.gp_lambda``), relativistic pairing (R3GAN), relativistic average, or (``train.objective=semisup`` only) feature matching for G on D's penultimate features with BCE for D."""
+    unsupervised_weight: float = 1.0
+    """``train.objective=semisup``: weight of D's real/generated terms next to the labelled cross-entropy; 0: GAN terms off (D trains as a plain supervised classifier, G is not updated)."""
 
     def validate(self) -> None:
-        pass
+        _check(self.unsupervised_weight >= 0, "loss.unsupervised_weight", "must be >= 0", self.unsupervised_weight)
 
 
 @dataclass
@@ -137,6 +165,8 @@ class TrainConfig:
     """Decay of the exponential moving average of G's weights (the EMA G makes samples and metrics)."""
     ema_start_step: int = 100
     """Before this step the EMA copies G's weights instead of averaging (early weights are noise)."""
+    objective: Literal["gan", "semisup"] = "gan"
+    """``gan``: the usual GAN; ``semisup``: semi-supervised GAN (Salimans et al., 2016): D is also a K-class classifier trained on the labelled subset (``data.labelled_*``), G an unconditional generator."""
 
     def validate(self, world_size: int = 1) -> None:
         _check(self.steps >= 1, "train.steps", "must be >= 1", self.steps)
@@ -145,6 +175,7 @@ class TrainConfig:
         _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1", self.grad_accum)
         _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)", self.ema_decay)
         _check(self.ema_start_step >= 0, "train.ema_start_step", "must be >= 0", self.ema_start_step)
+        _check(0 <= self.seed <= MAX_SEED, "train.seed", f"must be in [0, {MAX_SEED}]", self.seed)
         per_step = world_size * self.grad_accum
         if self.batch_size % per_step:
             raise ConfigError(
@@ -166,7 +197,7 @@ class LogConfig:
     num_grid_images: int = 100
     """Images in the sample grid (conditional: rounded down to whole rows, one row per class)."""
     progress: bool = True
-    """Console progress bar on rank zero."""
+    """Progress with ETA on rank zero: a bar on a terminal; in a log file, a plain line every 30 s (``GANDIST_PROGRESS_INTERVAL_SEC``)."""
 
     def validate(self) -> None:
         _check(self.every_steps >= 1, "log.every_steps", "must be >= 1", self.every_steps)
@@ -227,7 +258,7 @@ class EvalConfig:
 @dataclass
 class MetricsConfig:
     inception_weights: str = ""
-    """Local file of torch-fidelity's Inception-v3 weights (``weights-inception-2015-12-05-6726825d.pth``) for ``eval.extractor=inception``; never downloaded."""
+    """Local file of the FID Inception-v3 weights (``pt_inception-2015-12-05-6726825d.pth``, sha256 checked) for ``eval.extractor=inception``; never downloaded."""
     classifier: str = ""
     """Domain classifier for ``eval.extractor=classifier`` (``DIR/domain_classifier.safetensors`` from ``gandist classify``); empty: train one on the real data on first use and cache it."""
     classifier_steps: int = 300
@@ -253,6 +284,7 @@ class MetricsConfig:
         _check(self.kid_num_subsets >= 1, "metrics.kid_num_subsets", "must be >= 1", self.kid_num_subsets)
         _check(self.pr_k >= 1, "metrics.pr_k", "must be >= 1", self.pr_k)
         _check(self.batch_size >= 1, "metrics.batch_size", "must be >= 1", self.batch_size)
+        _check(0 <= self.seed <= MAX_SEED, "metrics.seed", f"must be in [0, {MAX_SEED}]", self.seed)
 
 
 @dataclass
@@ -385,6 +417,16 @@ class Config:
                 section.validate()
         if self.train.epochs and self.data.mode != "epoch":
             raise ConfigError("train.epochs: an epoch budget needs data.mode=epoch (resampled streams have no epochs)")
+        if self.loss.name in ("rpgan", "ragan") and self.train.objective == "semisup":
+            raise ConfigError(f"loss.name: {self.loss.name} compares real and generated logits in G's step, which "
+                              "train.objective=semisup does not compute; use nonsaturating, hinge, lsgan or feature_matching")
+        if self.loss.name == "feature_matching" and self.train.objective != "semisup":
+            raise ConfigError("loss.name: feature_matching needs train.objective=semisup (it matches D's classifier features)")
+        if self.train.objective == "semisup" and self.model.conditional:
+            raise ConfigError(
+                "train.objective: semisup trains an unconditional G (D's class logits carry the labels); "
+                "set model.conditional=false"
+            )
         for check in _REGISTERED_CHECKS:
             check(self)
         return self
@@ -447,7 +489,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"--config: file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config: {path} is not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise ConfigError(f"--config: cannot read {path}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"--config: {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -489,6 +537,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping of fields, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    not_text = [k for k in data if not isinstance(k, str)]
+    if not_text:  # YAML reads `1: 2` as an integer key
+        raise ConfigError(f"{where}: keys must be field names, got {not_text[0]!r} ({type(not_text[0]).__name__}); known keys: {', '.join(fields)}")
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
@@ -525,25 +576,37 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            # Larger values overflow every tensor, seed and timer they reach (1e30 reads as an integer).
+            if abs(value) > MAX_INT:
+                raise ConfigError(f"{key}: {value!r} is out of range (|value| <= 2**63 - 1)")
+            return value
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        # inf passes every "> 0" rule and fails later (lr=inf at step 1, a timeout of inf minutes in timedelta).
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     raise AssertionError(f"config field {key} has unsupported type {tp}")
+
+
+MAX_INT = 2**63 - 1
 
 
 def _check(ok: bool, key: str, rule: str, value: Any) -> None:

@@ -37,17 +37,44 @@ def _type_name(tp) -> str:
     return tp.__name__
 
 
-def reference() -> str:
-    lines = [BEGIN]
+@dataclasses.dataclass(frozen=True)
+class KeyDoc:
+    """One config key as the reference documents it."""
+
+    key: str  # dotted, e.g. train.steps
+    type_name: str  # markdown: `a` \| `b` for a fixed set
+    default: typing.Any
+    doc: str
+
+    @property
+    def plain_type(self) -> str:
+        return self.type_name.replace("`", "").replace(" \\| ", " | ")
+
+
+def key_docs() -> list[KeyDoc]:
+    """Every config key in declaration order: the one source of the README reference and of
+    ``gandist config``."""
+    out = []
     defaults = Config()
     for section in dataclasses.fields(Config):
         cls = typing.get_type_hints(Config)[section.name]
         hints = typing.get_type_hints(cls, vars(config_module))
         docs = field_docs(cls)
-        lines += ["", f"**`{section.name}`**", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
         for f in dataclasses.fields(cls):
             default = getattr(getattr(defaults, section.name), f.name)
-            lines.append(f"| `{section.name}.{f.name}` | {_type_name(hints[f.name])} | `{default!r}` | {docs.get(f.name, '')} |")
+            out.append(KeyDoc(f"{section.name}.{f.name}", _type_name(hints[f.name]), default, docs.get(f.name, "")))
+    return out
+
+
+def reference() -> str:
+    lines = [BEGIN]
+    section = None
+    for k in key_docs():
+        name = k.key.split(".", 1)[0]
+        if name != section:
+            section = name
+            lines += ["", f"**`{section}`**", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        lines.append(f"| `{k.key}` | {k.type_name} | `{k.default!r}` | {k.doc} |")
     lines += ["", END]
     return "\n".join(lines)
 

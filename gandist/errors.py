@@ -2,7 +2,8 @@
 
 Exit codes (a contract for scripts and the Slurm wrappers):
 0 success, 1 other failures, 2 bad usage or bad input (config, data, checkpoint),
-and EXIT_PREEMPTED when a run saved a checkpoint and stopped because it was asked to.
+EXIT_PREEMPTED (3) when a run saved a checkpoint and stopped because a preemption signal asked it to,
+and EXIT_INTERRUPTED (130) after Ctrl-C (the first saves a checkpoint first, a second stops at once).
 """
 
 EXIT_OK = 0
@@ -10,6 +11,8 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 # 3 is free of shell meaning (126+ are the shell's, 128+N are signals) and of Python's own 1/2.
 EXIT_PREEMPTED = 3
+# Ctrl-C (SIGINT): 128 + 2, the code a shell reports for a process that SIGINT ended.
+EXIT_INTERRUPTED = 130
 
 
 class GandistError(Exception):

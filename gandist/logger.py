@@ -7,7 +7,6 @@ out of the training loop.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -43,6 +42,27 @@ class RunningMeans:
         return dict(zip(names, mean.tolist()))
 
 
+#: Eval results linked to the hparams (``eval/<name>`` scalars; absent ones stay empty columns).
+HPARAM_METRICS = ("fid", "kid", "precision", "recall", "is", "class_accuracy", "fid_class_mean")
+
+
+def flatten_config(config: dict, prefix: str = "") -> dict[str, bool | int | float | str]:
+    """Nested config -> {"train.steps": 1500, ...}; lists become comma-joined strings (hparams
+    take scalars and strings only)."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ",".join(map(str, value))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
 class RunLogger:
     def __init__(self, run_dir: Path, is_main: bool, *, start_step: int, total_steps: int, progress: bool):
         self.run_dir = Path(run_dir)
@@ -58,9 +78,28 @@ class RunLogger:
         self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step or None)
         self._truncate_metrics(start_step)
         if progress:
-            from tqdm import tqdm
+            from gandist.progress import progress_bar
 
-            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr)
+            # A tqdm bar on a terminal; in a log file, a plain line every 30 s (gandist.progress).
+            self._bar = progress_bar(total_steps, "train", unit="step", initial=start_step)
+
+    def config(self, config: dict) -> None:
+        """The resolved config in TensorBoard: as hparams, so runs compare in the HParams tab with
+        the eval metrics (``eval/fid`` ...) as its metric columns, and as text. Written into the run's
+        own event files (``SummaryWriter.add_hparams`` would start a separate sub-run)."""
+        if not self.is_main:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        flat = flatten_config(config)
+        experiment, session_start, session_end = hparams(flat, {f"eval/{name}": 0.0 for name in HPARAM_METRICS})
+        for summary in (experiment, session_start, session_end):
+            self._writer.file_writer.add_summary(summary)
+        import yaml
+
+        text = yaml.safe_dump(config, sort_keys=False)
+        # TensorBoard renders text as markdown: indent to keep it one preformatted block.
+        self._writer.add_text("config", "".join("    " + line + "\n" for line in text.splitlines()), 0)
 
     def info(self, message: str) -> None:
         if not self.is_main:

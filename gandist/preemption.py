@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Callable
 
 from gandist.config import PreemptionConfig, canonical_signal_name
+from gandist.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED
 
 
 # Process-wide state: signal handlers are process-wide too. Written only by the handler and
@@ -47,6 +48,12 @@ def install(cfg: PreemptionConfig | None = None) -> None:
         num = int(getattr(signal.Signals, canonical_signal_name(name)))  # names validated by the config
         previous = signal.signal(num, _handler)
         _installed.setdefault(num, previous)
+    # Ctrl-C: the first saves at the step boundary like a preemption (exit 130), a second one
+    # stops at once. Always handled, unless the process started with SIGINT ignored (a
+    # background job of a script, `trap '' INT`): that choice is kept, as POSIX programs do.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        previous = signal.signal(signal.SIGINT, _handler)
+        _installed.setdefault(int(signal.SIGINT), previous)
 
 
 def uninstall() -> None:
@@ -67,19 +74,38 @@ def received_signals() -> list[str]:
     return [signal.Signals(num).name for num in _received]
 
 
+def interrupted() -> bool:
+    """True once SIGINT (Ctrl-C) arrived in this process: the run then exits with code 130."""
+    return signal.SIGINT in _received
+
+
+def exit_code() -> int:
+    """The exit code of a run stopped by a signal: 130 after Ctrl-C (128 + SIGINT, as shells
+    report it), else EXIT_PREEMPTED (3)."""
+    return EXIT_INTERRUPTED if interrupted() else EXIT_PREEMPTED
+
+
 def _handler(signum: int, frame: FrameType | None) -> None:
     # Only record: see the module docstring. One line so the job log shows when the notice
     # came, written with os.write: print() here can raise "reentrant call inside BufferedWriter"
     # when the signal lands while the main thread is writing to stderr (progress bars do).
+    if signum == signal.SIGINT and signal.SIGINT in _received:
+        # The second Ctrl-C: the user will not wait for the save; stop where we are (exit 130).
+        _write("gandist: received SIGINT again: stopping now, without a checkpoint\n")
+        raise KeyboardInterrupt
     first = not _received
     _received.append(signum)
     if first:
         name = signal.Signals(signum).name
-        msg = f"gandist: received {name}: will checkpoint and stop at the next step boundary\n"
-        try:
-            os.write(2, msg.encode())
-        except OSError:
-            pass
+        again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+        _write(f"gandist: received {name}: will checkpoint and stop at the next step boundary{again}\n")
+
+
+def _write(msg: str) -> None:
+    try:
+        os.write(2, msg.encode())
+    except OSError:
+        pass
 
 
 # After the preemption checkpoint -------------------------------------------------------------

@@ -50,6 +50,7 @@ class Run:
     reg: Regularization  # reg.* penalties added to D's and G's losses
     dataset_info: Any = None  # gandist.data.DatasetInfo of the real data (metrics compare against it)
     best_fid: float = float("inf")  # of ckpt/best, restored on resume
+    objective: Any = None  # gandist.semisup.objective.SemisupObjective when train.objective=semisup
 
     @property
     def step(self) -> int:
@@ -87,7 +88,7 @@ def train(cfg: Config, run_dir: Path) -> int:
 
 def train_loop(run: Run) -> int:
     cfg, logger = run.cfg, run.logger
-    loss_fn = get_loss(cfg.loss.name)
+    loss_fn = get_loss(cfg.loss.name) if run.objective is None else None
     fixed_z, fixed_y = fixed_noise(cfg.log.num_grid_images, run.spec.z_dim, run.spec.num_classes, cfg.train.seed, run.engine.device)
     means, last_log_time = RunningMeans(), time.perf_counter()
 
@@ -115,9 +116,11 @@ def train_loop(run: Run) -> int:
             if new_best:
                 run.checkpointer.mark_best(path, {"step": run.step, "fid": run.best_fid, "extractor": cfg.eval.extractor})
         if stop:
-            logger.info(f"preemption signal: saved {path} at step {run.step}; exiting with code {EXIT_PREEMPTED}")
+            code = preemption.exit_code()  # 130 after Ctrl-C, else 3
+            what = "interrupt (SIGINT)" if code != EXIT_PREEMPTED else "preemption signal"
+            logger.info(f"{what}: saved {path} at step {run.step}; exiting with code {code}")
             preemption.on_preempted(cfg.preemption, is_main=run.engine.is_main, log=logger.info)
-            return EXIT_PREEMPTED
+            return code
 
     logger.finished(run.step)
     return EXIT_OK
@@ -134,8 +137,12 @@ def is_due(run: Run, every_steps: int) -> bool:
 def train_step(run: Run, loss_fn) -> StepStats:
     """One D update (with the regularization phase "Dreg" folded in when due), one G update, the EMA."""
     set_learning_rates(run)
-    stats, reals = discriminator_step(run, loss_fn)
-    stats.update(generator_step(run, loss_fn, reals))
+    if run.objective is not None:  # semi-supervised: D also learns the labelled classes
+        stats = run.objective.discriminator_step(run)
+        stats["loss/G"] = run.objective.generator_step(run)
+    else:
+        stats, reals = discriminator_step(run, loss_fn)
+        stats.update(generator_step(run, loss_fn, reals))
     update_ema(run)
     run.state.step += 1
     return stats
@@ -307,14 +314,19 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
 
     spec = model_spec(cfg, info)
     g, d = build_models(cfg.model.name, spec)
+    notes: list[str] = []  # printed once the logger exists
+    objective, stream_info = None, info
+    if cfg.train.objective == "semisup":
+        from gandist.semisup import setup_semisup
+
+        d, objective, stream_info = setup_semisup(cfg, run_dir, engine, info, spec, d, log=notes.append)
     ema = copy.deepcopy(g).eval().requires_grad_(False)
     engine.prepare({"G": g, "D": d}, build_optimizers(cfg, g, d))
     ema.to(engine.device)
 
-    notes: list[str] = []  # printed once the logger exists
-    stream = build_stream(cfg.data, info, batch_size_per_rank=engine.batch_size_per_rank, rank=engine.rank,
+    stream = build_stream(cfg.data, stream_info, batch_size_per_rank=engine.batch_size_per_rank, rank=engine.rank,
                           world_size=engine.world_size, seed=cfg.train.seed,
-                          image_size=spec.image_size, channels=spec.channels, log=notes.append)
+                          image_size=spec.image_size, channels=spec.channels, log=notes.append, device=engine.device)
     if cfg.train.epochs:
         if not stream.batches_per_epoch:
             raise DataError("train.epochs: the data stream has no epoch length (use data.mode=epoch)")
@@ -328,18 +340,25 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
                   # The real data's own size: synth writes images of this size even when the run
                   # resized the data (data.image_size), so synthetic and real images match.
                   "data_image_size": info.image_size, "data_channels": info.channels}
+    if objective is not None:
+        from gandist.semisup import model_info_extra
+
+        model_info.update(model_info_extra(info))
     state = TrainingState(engine=engine, ema=ema, stream=stream, model_info=model_info, config_yaml=cfg.to_yaml(),
                           total_steps=total_steps)
     resume_from = checkpointer.agree_on_resumable(log=notes.append)
 
     logger = RunLogger(run_dir, engine.is_main, start_step=checkpointer.step_of(resume_from), total_steps=total_steps,
                        progress=cfg.log.progress)
+    if resume_from is None:
+        logger.config(cfg.to_dict())
     for note in notes:
         logger.info(note)
     run = Run(cfg=cfg, run_dir=run_dir, engine=engine, spec=spec, state=state, batches=None, logger=logger,
               checkpointer=checkpointer, latents=LatentSampler(engine, spec.z_dim, spec.num_classes, cfg.train.seed),
               augment=Augmenter(cfg.augment, engine, cfg.train.seed, cfg.train.batch_size),
-              reg=Regularization(cfg.reg, engine, cfg.train.seed, cfg.train.grad_accum), dataset_info=info)
+              reg=Regularization(cfg.reg, engine, cfg.train.seed, cfg.train.grad_accum), dataset_info=info,
+              objective=objective)
     state.components.update(augment=run.augment, reg=run.reg)  # ADA's p, LeCam's anchors: in the checkpoint
     best = checkpointer.read_best()
     if best and best.get("extractor") == cfg.eval.extractor:

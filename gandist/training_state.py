@@ -29,6 +29,7 @@ import torch
 
 from gandist.checkpoint import Checkpointer, load_tensor_file, save_tensor_file
 from gandist.engine import Engine
+from gandist.errors import CheckpointError
 
 
 class Stateful(Protocol):
@@ -111,12 +112,24 @@ class TrainingState:
     def load(self, path: Path, log: Callable[[str], None]) -> None:
         """Restore everything ``save`` wrote into ``path`` (every rank calls it)."""
         engine = self.engine
-        state = {name: load_tensor_file(path / f"{name}.pt") for name in ("model", "optim", "trainer")}
+        error = None
+        try:
+            state = {name: load_tensor_file(path / f"{name}.pt") for name in ("model", "optim", "trainer")}
+            rank_file = path / "rank" / f"{engine.rank:05d}.pt"
+            same_world = state["trainer"]["world_size"] == engine.world_size
+            rank_state = load_tensor_file(rank_file) if same_world and rank_file.exists() else None
+        except CheckpointError as e:
+            error = e
+        except (KeyError, TypeError) as e:  # verified bytes, but not the structure this gandist wrote
+            error = CheckpointError(f"checkpoint {path}: trainer.pt lacks {e}")
+        # A file only one rank reads (rank/N.pt) must stop every rank, not leave the others in a collective.
+        if not engine.all_agree(error is None):
+            raise error or CheckpointError(f"checkpoint {path}: another rank could not load its files")
         engine.load_sharded(path / "sharded")
-        rank_file = path / "rank" / f"{engine.rank:05d}.pt"
-        same_world = state["trainer"]["world_size"] == engine.world_size
-        rank_state = load_tensor_file(rank_file) if same_world and rank_file.exists() else None
-        self.load_state_dict(state, rank_state, log)
+        try:
+            self.load_state_dict(state, rank_state, log)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            raise CheckpointError(f"checkpoint {path} does not hold the state this run needs: {type(e).__name__}: {str(e)[:300]}") from None
 
 
 # RNG state as plain data -----------------------------------------------------------------------

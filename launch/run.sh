@@ -33,15 +33,18 @@ fi
 procs="${procs:-$(( gpus > 0 ? gpus : 1 ))}"
 nodes="${SLURM_NNODES:-1}"
 
-# The launcher (torchrun under accelerate launch) forwards these signals to every worker instead
+# The launcher (torchrun under accelerate launch) forwards these signals -- the same list as the
+# sbatch scripts (slurm/*.sbatch) -- to every worker instead
 # of dying and orphaning them (SIGUSR1 is Slurm's warning before preemption), then waits this
-# long for the workers' checkpoint before killing them: keep it above a checkpoint save (DESIGN fact 9).
-export PET_SIGNALS_TO_HANDLE="${PET_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1}"
+# long for the workers' checkpoint before killing them: keep it above a checkpoint save (docs/library_notes.md, note 9).
+export PET_SIGNALS_TO_HANDLE="${PET_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1,SIGUSR2}"
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-600}"
 
 first_host() {  # first host of a Slurm node list: "gpu[03-05,07],cpu1" -> gpu03
-  if command -v scontrol >/dev/null 2>&1; then
-    scontrol show hostnames "$1" | head -n 1
+  # scontrol needs a Slurm config; where it is installed without one, parse the list ourselves.
+  local hosts
+  if command -v scontrol >/dev/null 2>&1 && hosts="$(scontrol show hostnames "$1" 2>/dev/null)" && [[ -n "$hosts" ]]; then
+    echo "${hosts%%$'\n'*}"
     return
   fi
   local list="${1%%,*}"

@@ -61,3 +61,45 @@ def slurm_problem() -> str | None:
     if not re.search(r"idle|mixed|allocated", proc.stdout):
         return f"no usable Slurm node (states: {proc.stdout.split()})"
     return None
+
+
+def in_ci() -> bool:
+    """True under CI (``CI=true``, as GitHub Actions, GitLab and .ci/run set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def skip_unless_ci(reason: str) -> None:
+    """Skip with ``reason`` on a developer machine; under CI fail instead: a service the CI
+    machine is supposed to provide (the local Slurm, a root-only tmpfs) must not silently take
+    its tests away while CI stays green."""
+    if in_ci():
+        pytest.fail(f"CI=true: this test's service is unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_slurm() -> None:
+    problem = slurm_problem()
+    if problem:
+        skip_unless_ci(problem)
+
+
+@pytest.fixture
+def root_tmpfs(tmp_path):
+    """``mount(size_kib, options="") -> Path``: a fresh tmpfs under tmp_path (needs root), unmounted at the end."""
+    mounted: list[Path] = []
+
+    def mount(size_kib: int, options: str = "") -> Path:
+        if os.geteuid() != 0:
+            skip_unless_ci("mounting a tmpfs needs root")
+        mnt = tmp_path / f"tmpfs{len(mounted)}"
+        mnt.mkdir()
+        opts = f"size={size_kib}k" + (f",{options}" if options else "")
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            skip_unless_ci(f"cannot mount tmpfs: {proc.stderr.strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -3,7 +3,6 @@ test can tell exactly which samples a stream delivered."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from gandist.config import DataConfig
 from gandist.data import build_stream, resolve_dataset, write_shards
-from gandist.data.manifest import read_manifest, write_manifest
+from gandist.data.manifest import write_manifest
 
 
 def indexed_image(i: int, size: int = 8, channels: int = 1) -> np.ndarray:

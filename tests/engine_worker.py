@@ -134,7 +134,7 @@ def train_one(argv: list[str]):
             logit_means = means if m == 0 else logit_means + means
         engine.step("D")
         reg.after_d_step(logit_means[0], logit_means[1])
-        # G step: D's parameters frozen (DESIGN fact 2).
+        # G step: D's parameters frozen (docs/library_notes.md, note 2).
         with engine.frozen("D") as d:
             for m in range(accum):
                 with engine.no_sync("G") if m < accum - 1 else _null():
@@ -204,8 +204,7 @@ def run_workers(specs: list[tuple[Path, list[str], list[str]]], num_processes: i
     """Run several (out, overrides, extra args) specs one after another in ONE launch of
     ``num_processes`` CPU processes (gloo). Returns ([per-rank results of each spec], process).
 
-    launcher: ``accelerate`` (``accelerate launch --config_file launch/cpu_2proc.yaml``, DESIGN
-    fact 3) or ``torchrun``; one process runs as plain ``python`` with no launcher (DESIGN fact 11).
+    launcher: ``accelerate`` (``accelerate launch --config_file launch/cpu_2proc.yaml``, docs/library_notes.md, note 3) or ``torchrun``; one process runs as plain ``python`` with no launcher (docs/library_notes.md, note 11).
     """
     import os
     import subprocess

@@ -50,7 +50,7 @@ def test_bad_overrides_name_the_field(override, fragment):
     "override, fragment",
     [
         ("optim.lr_g=-1", "optim.lr_g: must be > 0"),
-        ("model.name=stylegan9", "model.name: unknown model 'stylegan9'; allowed values: dcgan, mlp"),
+        ("model.name=stylegan9", "model.name: unknown model 'stylegan9'; allowed values: biggan, dcgan, mlp, r3, resnet"),
         ("checkpoint.keep=1", "checkpoint.keep: must be >= 2"),
         ("train.batch_size=0", "train.batch_size: must be >= 1"),
         ("engine.zero_stage=3", "engine.zero_stage: must be one of 1, 2"),

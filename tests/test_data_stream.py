@@ -240,3 +240,36 @@ def test_too_little_data_for_one_batch_is_an_error(uneven):
     info = resolve_dataset(DataConfig(path=str(uneven)))
     with pytest.raises(DataError, match="fewer than one batch"):
         build_stream(DataConfig(), info, batch_size_per_rank=32, rank=0, world_size=2, seed=0, image_size=0, channels=0)
+
+
+def test_workers_with_unequal_batch_counts_keep_epochs_exact_and_resume(uneven):
+    # 48 samples, batch 5, one rank: 9 batches per epoch over 2 workers (5 + 4): the short worker
+    # pads its epoch so one set of worker processes serves every epoch in the rank's order.
+    cfg = DataConfig(num_workers=2, shuffle_buffer=6, random_flip=True)
+    info = resolve_dataset(DataConfig(path=str(uneven)))
+
+    def make():
+        return build_stream(cfg, info, batch_size_per_rank=5, rank=0, world_size=1, seed=3, image_size=0, channels=0)
+
+    s = make()
+    it = iter(s)
+    ref = [next(it) for _ in range(27)]
+    assert (s.epoch, s.batches_in_epoch) == (2, 9)
+    s.close()
+    for epoch in range(3):
+        keys = [index_of(img) for x, _ in ref[9 * epoch: 9 * epoch + 9] for img in x.numpy()]
+        assert len(set(keys)) == 45, f"epoch {epoch}: a sample repeated"
+    for cut in (3, 9, 13):  # mid-round, epoch boundary, mid-round of the second epoch
+        s = make()
+        it = iter(s)
+        for _ in range(cut):
+            next(it)
+        state = s.state_dict()
+        s.close()
+        r = make()
+        r.load_state_dict(state)
+        it = iter(r)
+        for j in range(cut, 27):
+            x, y = next(it)
+            assert torch.equal(x, ref[j][0]) and torch.equal(y, ref[j][1]), f"cut {cut}, batch {j}"
+        r.close()

@@ -5,6 +5,7 @@ are valid Accelerate configs."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def test_bad_procs_is_a_usage_error():
 
 
 def test_launcher_gets_signal_forwarding_and_a_long_shutdown_timeout(tmp_path):
-    # A stand-in interpreter that reports the environment run.sh execs it with (DESIGN fact 9).
+    # A stand-in interpreter that reports the environment run.sh execs it with (docs/library_notes.md, note 9).
     fake = tmp_path / "python"
     fake.write_text('#!/bin/sh\necho "$PET_SIGNALS_TO_HANDLE|$TORCH_ELASTIC_SHUTDOWN_TIMEOUT|$*"\n')
     fake.chmod(0o755)
@@ -69,7 +70,11 @@ def test_launcher_gets_signal_forwarding_and_a_long_shutdown_timeout(tmp_path):
     proc = subprocess.run(["bash", str(RUN_SH), "train.steps=1"], env={**env, "PYTHON": str(fake), "PATH": "/usr/bin:/bin"},
                           capture_output=True, text=True, timeout=60)
     signals, timeout_sec, args = proc.stdout.strip().split("|")
-    assert set(signals.split(",")) == {"SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1"}
+    assert set(signals.split(",")) == {"SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"}
+    # The same list as the sbatch scripts, so a signal a job script forwards is never lost here.
+    for script in sorted((RUN_SH.parents[1] / "slurm").glob("train_*.sbatch")):
+        listed = re.search(r'PET_SIGNALS_TO_HANDLE="([A-Z0-9,]+)"', script.read_text()).group(1)
+        assert set(listed.split(",")) == set(signals.split(",")), script.name
     assert int(timeout_sec) >= 300
     assert args == "-m gandist train train.steps=1"
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import skip_unless_ci
+
 from gandist.checkpoint import Checkpointer, CheckpointSaveError, load_tensor_file, save_tensor_file, verify_checkpoint
 from gandist.config import Config
 from gandist.engine import build_engine
@@ -155,10 +157,10 @@ def tiny_disk(tmp_path):
     mnt = tmp_path / "disk"
     mnt.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("mounting a tiny tmpfs needs root")
+        skip_unless_ci("mounting a tiny tmpfs needs root")
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs: {proc.stderr.strip()}")
+        skip_unless_ci(f"cannot mount tmpfs: {proc.stderr.strip()}")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 

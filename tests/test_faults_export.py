@@ -27,9 +27,13 @@ def test_export_writes_ema_weights_and_config_that_sample_reads(tmp_path_factory
     proc = gandist("export", "--run-dir", str(run_dir), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     exported = load_file(str(out))
-    ema = final_weights(run_dir)["G_ema"]
+    weights = final_weights(run_dir)
+    ema, g = weights["G_ema"], weights["G"]
     assert exported.keys() == ema.keys()
-    assert all(torch.equal(exported[k], ema[k]) for k in ema)  # the EMA weights, not G's
+    assert all(torch.equal(exported[k], ema[k]) for k in ema)  # the EMA weights, not G's ...
+    # ... which is a real distinction only if they differ: then an export of G would fail here.
+    assert any(not torch.equal(ema[k], g[k]) for k in ema if ema[k].is_floating_point())
+    assert not all(torch.equal(exported[k], g[k]) for k in g)
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["model_name"] == "mlp" and meta["spec"]["z_dim"] == 8 and meta["num_classes"] == 10
 

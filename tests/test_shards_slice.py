@@ -25,7 +25,7 @@ from gandist.data import read_all
 from gandist.data.merge import merge_parts
 from gandist.data.verify import verify_dir
 from gandist.errors import DataError
-from conftest import slurm_problem
+from conftest import require_slurm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -255,9 +255,7 @@ def _task_states(job: str) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_job_array_writes_slices_and_merges(tmp_path):
-    problem = slurm_problem()
-    if problem:
-        pytest.skip(problem)
+    require_slurm()
     out, logs = tmp_path / "digits", tmp_path / "logs"
     logs.mkdir()
     env = dict(os.environ, GANDIST_PYTHON=sys.executable, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

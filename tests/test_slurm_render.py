@@ -4,7 +4,6 @@ job with the given SLURM_* environment would run (the multi-node script cannot r
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import subprocess

@@ -55,10 +55,18 @@ def test_train_synth_eval_classify(tmp_path):
         assert (report_dir / name).is_file(), name
     assert list((report_dir / "tb").glob("events.out.tfevents.*"))
 
-    # The domain classifier is wired into synth's filter (confidence >= 0 accepts everything).
+    # The domain classifier is wired into synth's filter, with a threshold that rejects some.
+    # The threshold comes from the confidences of synth's first round (recomputed here): every
+    # class keeps its 2 images in that round, and the images below it are rejected.
+    threshold, expected_accepted = _threshold_rejecting_some(run, report_dir / "domain_classifier.safetensors", per_class=2)
     filt = gandist("synth", "--run-dir", run, "--per-class", 2, "--out", tmp_path / "s2", "--filter-classifier",
-                   report_dir / "domain_classifier.safetensors", "--min-confidence", 0.0)
-    assert "filter kept" in filt.stdout and json.loads((tmp_path / "s2" / "manifest.json").read_text())
+                   report_dir / "domain_classifier.safetensors", "--min-confidence", repr(threshold))
+    assert "filter kept" in filt.stdout
+    filtered = json.loads((tmp_path / "s2" / "manifest.json").read_text())
+    assert filtered["class_counts"] == [2] * 10
+    stats = filtered["filter_stats"]
+    assert (stats["generated"], stats["accepted"]) == (160, expected_accepted), stats  # all from the first round
+    assert expected_accepted < 160  # some were rejected
 
 def test_bad_input_exit_codes(tmp_path):
     p = gandist("classify", "--train", tmp_path / "nope", "--test", tmp_path / "nope", "--protocol", "cas", "--out", tmp_path / "r", check=False)
@@ -67,3 +75,22 @@ def test_bad_input_exit_codes(tmp_path):
     assert p.returncode == 2 and "missing" in p.stderr
     p = gandist("eval", "--run-dir", tmp_path, check=False)
     assert p.returncode == 2 and "no config.yaml" in p.stderr
+
+
+def _threshold_rejecting_some(run: Path, classifier_path: Path, per_class: int) -> tuple[float, int]:
+    """(threshold, images it accepts) for synth's first round: the lowest confidence at which
+    every class still has ``per_class`` images."""
+    import numpy as np
+
+    from gandist.classification.synthetic import SynthOptions, _class_confidence, _generate_round
+    from gandist.classification.training import load_classifier
+    from gandist.engine.process_group import ProcessGroup
+    from gandist.generators import load_generator
+
+    G, info = load_generator(run, ema=True, log=lambda s: None)
+    clf, clf_info = load_classifier(classifier_path)
+    n = 10 * max(2 * per_class, 16)  # synth's first-round size (classification/synthetic.py)
+    images, labels, _ = _generate_round(G, 10, info["spec"].z_dim, SynthOptions(per_class=per_class), ProcessGroup(), n, 0)
+    conf = np.asarray(_class_confidence(clf, images, labels, clf_info["image_size"], "cpu"))
+    threshold = float(min(np.sort(conf[labels == c])[-per_class] for c in range(10)))
+    return threshold, int((conf >= threshold).sum())

@@ -125,6 +125,22 @@ def test_sample_verb(run, tmp_path):
     res = run("sample", "--run-dir", d, "--n", "20", "--out", out, "--class", "3")
     assert res.returncode == 0, res.stderr
     assert Image.open(out).size[0] > 16
+    # The grid is the generator's output for class 3 (not the width alone: another class fails).
+    import torch
+
+    from gandist.generators import load_generator
+    from gandist.grid import save_grid
+
+    g, info = load_generator(d, ema=True)
+    z = torch.randn(20, info["spec"].z_dim, generator=torch.Generator().manual_seed(0))
+    pixels = {}
+    for c in (3, 4):
+        with torch.no_grad():
+            save_grid(g(z, torch.full((20,), c, dtype=torch.long)), tmp_path / f"class{c}.png")
+        pixels[c] = np.asarray(Image.open(tmp_path / f"class{c}.png"))
+    sampled = np.asarray(Image.open(out))
+    assert np.array_equal(sampled, pixels[3])
+    assert not np.array_equal(sampled, pixels[4])
     res = run("sample", "--run-dir", d, "--n", "4", "--out", out, "--class", "10")
     assert res.returncode == 2 and "--class" in res.stderr
     res = run("sample", "--run-dir", tmp_path / "nothing", "--n", "4", "--out", out)
@@ -164,6 +180,6 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(gandist_cache, tmp_path
             train_loop(run)
     finally:
         run.logger.close()
-        run.stream.close()
+        run.state.stream.close()
     assert (tmp_path / "ckpt" / "latest").read_text().strip() == "step_00000000"
     assert not (tmp_path / "ckpt" / "step_00000001").exists()

@@ -31,6 +31,12 @@ class ProtocolPlan:
     real_fractions: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.25, 1.0])
     synthetic_ratios: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])
 
+    def num_runs(self, has_synthetic: bool) -> int:
+        """Classifiers the plan trains: settings x seeds."""
+        per_protocol = {"real": 1, "cas": 1, "mix": len(self.synthetic_ratios),
+                        "lowdata": len(self.real_fractions) * (3 if has_synthetic else 2)}
+        return sum(per_protocol[p] for p in self.protocols) * self.seeds
+
     def validate(self, has_synthetic: bool) -> None:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
         if unknown or not self.protocols:
@@ -46,6 +52,12 @@ class ProtocolPlan:
         for r in self.synthetic_ratios:
             if r < 0:
                 raise BadInputError(f"--synthetic-ratio: each ratio must be >= 0, got {r}")
+
+
+def lowdata_rng(seed: int) -> np.random.Generator:
+    """The generator of the low-data protocol's real subset for ``seed`` (also the labelled subset
+    of a semi-supervised run with that seed, so both learn from the same labels)."""
+    return np.random.default_rng(2000 + seed)
 
 
 def stratified_subset(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -84,6 +96,7 @@ def run_protocols(
     device: torch.device | str = "cpu",
     log: Callable[[str], None] = print,
     on_result: Callable[[str, str, int, float], None] | None = None,
+    progress: bool = False,
 ) -> tuple[dict[str, Any], ResNet | None]:
     """Run every protocol x setting x seed. Returns (report keyed by protocol, then setting, with
     ``accuracy_mean``/``accuracy_std``/``accuracies``/``num_train``; the classifier of the first
@@ -96,6 +109,12 @@ def run_protocols(
             raise BadInputError(f"{synthetic.source}: synthetic data must be labelled with several classes for cas/mix")
     report: dict[str, Any] = {}
     domain_model: ResNet | None = None
+    from gandist.progress import print_around, progress_bar
+
+    # One bar over every optimizer step of every classifier this study trains, so the ETA covers
+    # the whole study (the longest step of the digits path), not one classifier.
+    bar = progress_bar(plan.num_runs(synthetic is not None) * settings.steps, "classify", unit="step", enabled=progress)
+    log = print_around(bar, log)
 
     def run(protocol: str, setting: str, make_data: Callable[[int], LabelledImages], augment: bool, extra: dict) -> None:
         nonlocal domain_model
@@ -103,7 +122,8 @@ def run_protocols(
         for seed in range(plan.seeds):
             data = make_data(seed)
             start = time.perf_counter()
-            model = train_classifier(data, num_classes, settings, seed=seed, augment=augment, device=device)
+            model = train_classifier(data, num_classes, settings, seed=seed, augment=augment, device=device,
+                                     on_step=lambda step, loss: bar.update(1))
             acc = accuracy(model, test, device)
             accs.append(acc)
             sizes.append(len(data))
@@ -147,10 +167,11 @@ def run_protocols(
                 for name, augment, with_synth in variants:
 
                     def sub(seed: int, fraction: float = fraction, with_synth: bool = with_synth) -> LabelledImages:
-                        part = train.subset(stratified_subset(train.labels, fraction, np.random.default_rng(2000 + seed)))
+                        part = train.subset(stratified_subset(train.labels, fraction, lowdata_rng(seed)))
                         return _concat(part, synthetic, source="real-subset+synthetic") if with_synth else part
 
                     run("lowdata", f"fraction={fraction:g}/{name}", sub, augment, {"real_fraction": fraction, "variant": name})
+    bar.close()
     return report, domain_model
 
 

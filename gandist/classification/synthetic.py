@@ -48,6 +48,7 @@ def generate_labelled(
     classifier: torch.nn.Module | None = None,
     classifier_image_size: int = 0,
     log: Callable[[str], None] = lambda s: None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(uint8 images N x C x H x W, int64 labels N, stats) with ``opts.per_class`` images of each
     class, ordered by class; identical on every rank."""
@@ -59,7 +60,8 @@ def generate_labelled(
     if opts.per_class < 1:
         raise BadInputError(f"--per-class: must be >= 1 (got {opts.per_class})")
     if classifier is None:
-        images, labels, _ = _generate_round(G, num_classes, z_dim, opts, group, opts.per_class * num_classes, round_index=0)
+        images, labels, _ = _generate_round(G, num_classes, z_dim, opts, group, opts.per_class * num_classes, round_index=0,
+                                            progress=progress)
         return images, labels, {"rounds": 1, "generated": len(labels), "accepted": len(labels)}
     kept_imgs: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
     generated = accepted = 0
@@ -70,7 +72,7 @@ def generate_labelled(
         # Every class gets the same draw per round (keeps rounds rank-independent and simple);
         # oversample by 2x the deficit of the worst class.
         n_round = num_classes * max(2 * max(missing), 16)
-        images, labels, _ = _generate_round(G, num_classes, z_dim, opts, group, n_round, round_index)
+        images, labels, _ = _generate_round(G, num_classes, z_dim, opts, group, n_round, round_index, progress=progress)
         conf = _class_confidence(classifier, images, labels, classifier_image_size, group.device)
         keep = conf >= opts.min_confidence
         generated += len(labels)
@@ -92,16 +94,23 @@ def generate_labelled(
     return images, labels, {"rounds": round_index + 1, "generated": generated, "accepted": accepted}
 
 
-def _generate_round(G, num_classes, z_dim, opts: SynthOptions, group: ProcessGroup, n: int, round_index: int):
+def _generate_round(G, num_classes, z_dim, opts: SynthOptions, group: ProcessGroup, n: int, round_index: int,
+                    progress: bool = False):
     # Seeds of different rounds are far apart so that their noise never overlaps.
     z_all, _ = make_noise(n, z_dim, 0, opts.seed * 1_000_003 + round_index, opts.truncation)
     y_all = torch.arange(n) * num_classes // n  # class blocks: n / num_classes of each class
     start, stop, slice_len = group.shard_range(n, opts.batch_size)
     device = next(G.parameters()).device
     out = []
-    for i in range(start, stop, opts.batch_size):
-        j = min(i + opts.batch_size, stop)
-        out.append(images_to_uint8(G(z_all[i:j].to(device), y_all[i:j].to(device))).cpu())
+    from gandist.progress import progress_bar
+
+    # Rank zero's slice stands for all ranks: they run in step.
+    with progress_bar(stop - start, f"synth round {round_index}" if round_index else "synth", unit="img",
+                      enabled=progress and group.is_main) as bar:
+        for i in range(start, stop, opts.batch_size):
+            j = min(i + opts.batch_size, stop)
+            out.append(images_to_uint8(G(z_all[i:j].to(device), y_all[i:j].to(device))).cpu())
+            bar.update(j - i)
     probe_shape = out[0].shape[1:] if out else _probe_shape(G, z_dim, device)
     local = torch.cat(out) if out else torch.zeros((0, *probe_shape), dtype=torch.uint8)
     images = group.gather_rows(local, slice_len, n).numpy()

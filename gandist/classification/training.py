@@ -17,11 +17,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from gandist.classification.classifiers import ResNet, build_classifier
 from gandist.errors import BadInputError, CheckpointError
 from gandist.fileio import atomic_write_with
+from gandist.weights_file import read_safetensors
 
 PROTOCOLS = ("real", "cas", "mix", "lowdata")
 
@@ -130,7 +131,7 @@ def train_classifier(
         opt.step()
         sched.step()
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, float(loss.detach()))
     return model.eval()
 
 
@@ -149,9 +150,11 @@ def accuracy(model: torch.nn.Module, data: LabelledImages, device: torch.device 
 # Saving a classifier (the domain classifier used as a feature extractor) -----------------------
 
 
-def save_classifier(model: ResNet, path: str | Path, *, arch: str, channels: int, image_size: int, class_names: list[str], train_source: str, test_accuracy: float) -> None:
-    """Weights as safetensors, with the facts needed to rebuild it in the file's metadata."""
-    meta = {
+def save_classifier(model: torch.nn.Module, path: str | Path, *, arch: str, channels: int, image_size: int, class_names: list[str],
+                    train_source: str, test_accuracy: float, extra_meta: dict[str, str] | None = None) -> None:
+    """Weights as safetensors, with the facts needed to rebuild it in the file's metadata
+    (``extra_meta``: more of them, for architectures outside the ResNet registry)."""
+    meta = {**(extra_meta or {}),
         "format": "gandist-classifier-v1",
         "arch": arch,
         "channels": str(channels),
@@ -167,26 +170,33 @@ def save_classifier(model: ResNet, path: str | Path, *, arch: str, channels: int
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[ResNet, dict[str, Any]]:
     """Inverse of ``save_classifier``: (model in eval mode, metadata with typed values)."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"classifier file not found: {path} (make one with: gandist classify --protocol real ... --out DIR; it writes DIR/domain_classifier.safetensors)")
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
+    state, meta = read_safetensors(path, "classifier file")
     if meta.get("format") != "gandist-classifier-v1":
         raise CheckpointError(f"{path}: not a gandist classifier (metadata format {meta.get('format')!r})")
-    info = {
-        "arch": meta["arch"],
-        "channels": int(meta["channels"]),
-        "image_size": int(meta["image_size"]),
-        "num_classes": int(meta["num_classes"]),
-        "class_names": json.loads(meta["class_names"]),
-        "train_source": meta.get("train_source", ""),
-        "test_accuracy": float(meta.get("test_accuracy", "nan")),
-    }
-    model = build_classifier(info["arch"], info["channels"], info["num_classes"], info["image_size"])
-    model.load_state_dict(load_file(str(path)))
+    try:
+        info = {
+            "arch": meta["arch"],
+            "channels": int(meta["channels"]),
+            "image_size": int(meta["image_size"]),
+            "num_classes": int(meta["num_classes"]),
+            "class_names": json.loads(meta["class_names"]),
+            "train_source": meta.get("train_source", ""),
+            "test_accuracy": float(meta.get("test_accuracy", "nan")),
+        }
+        if not isinstance(info["class_names"], list) or not all(isinstance(n, str) for n in info["class_names"]):
+            raise ValueError("class_names is not a list of strings")
+        if info["arch"].startswith("gan-discriminator:"):  # a semi-supervised GAN's D (gandist export --classifier)
+            from gandist.semisup.model import build_from_classifier_metadata
+
+            model = build_from_classifier_metadata(meta)
+        else:
+            model = build_classifier(info["arch"], info["channels"], info["num_classes"], info["image_size"])
+        model.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: damaged gandist classifier metadata or weights: {type(e).__name__}: {str(e)[:300]}") from None
     return model.to(device).eval(), info
 
 

@@ -42,7 +42,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, default=300, help="optimizer steps per training run (default 300)")
     p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate (default 0.05)")
+    p.add_argument("--semisup-run", type=Path, action="append", default=[], metavar="RUN_DIR",
+                   help="lowdata: a semi-supervised GAN run (train.objective=semisup on --train); its discriminator's test accuracy "
+                        "is reported as the 'semi-supervised GAN' line at its labelled fraction (repeat for several seeds/fractions)")
     p.add_argument("--device", default="", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (on a terminal a bar over all classifiers' steps with ETA; elsewhere a line every 30 s)")
     p.set_defaults(func=run)
 
 
@@ -82,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
     plan = ProtocolPlan(protocols=protocols, seeds=args.seeds, real_fractions=args.real_fraction, synthetic_ratios=args.synthetic_ratio)
     plan.validate(args.synthetic is not None)
+    if args.semisup_run and "lowdata" not in protocols:
+        raise BadInputError("--semisup-run: its accuracy is a line of the low-data study; add --protocol lowdata")
     if args.steps < 1 or args.batch_size < 1 or args.lr <= 0:
         raise BadInputError("--steps, --batch-size must be >= 1 and --lr > 0")
     settings = ClassifierSettings(arch=args.arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
@@ -98,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
         synthetic, synthetic_info = load_labelled(args.synthetic, "--synthetic", image_size=size, channels=channels)
         _notice_resized("--synthetic", args.synthetic, synthetic_info, size, channels)
     num_classes = train_info.num_classes
+    if args.semisup_run:
+        from gandist.semisup.study import check_runs
+
+        check_runs(args.semisup_run, train_info)  # fail before the study's training, not after
     print(f"train {len(train)} real, test {len(test)} real" + (f", synthetic {len(synthetic)}" if synthetic else "")
           + f" images ({channels} x {size} x {size}, {num_classes} classes); classifier {args.arch}, {args.steps} steps", flush=True)
 
@@ -109,7 +119,11 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     report, domain_model = run_protocols(train, test, synthetic, plan, settings, num_classes=num_classes, device=device,
-                                         log=lambda s: print(s, flush=True), on_result=on_result)
+                                         log=lambda s: print(s, flush=True), on_result=on_result, progress=not args.no_progress)
+    if args.semisup_run:
+        from gandist.semisup.study import semisup_lowdata
+
+        report["lowdata"].update(semisup_lowdata(args.semisup_run, test, train_info, log=lambda s: print(s, flush=True)))
     for protocol, settings_ in report.items():
         for setting, r in settings_.items():
             writer.add_scalar(f"classify_mean/{protocol}/{setting}", r["accuracy_mean"], 0)
@@ -118,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         "command": "gandist " + shlex.join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name in ("gandist", "__main__.py") else "",
         "train": str(args.train), "test": str(args.test), "synthetic": str(args.synthetic) if args.synthetic else None,
         "num_train": len(train), "num_test": len(test), "num_synthetic": len(synthetic) if synthetic else 0,
-        "seeds": args.seeds, "protocols": protocols, **settings_dict(settings), "device": str(device),
+        "seeds": args.seeds, "protocols": protocols, "semisup_runs": [str(r) for r in args.semisup_run], **settings_dict(settings), "device": str(device),
         "elapsed_sec": round(time.perf_counter() - start, 1),
     }
     if domain_model is not None:

@@ -1,4 +1,4 @@
-"""``gandist eval``: FID/KID/precision/recall (and IS, per-class FID) of a finished run's EMA generator."""
+"""``gandist eval``: FID/KID/precision/recall (and IS, per-class FID) of a finished run's EMA generator; with ``--test``, the test accuracy of a semi-supervised run's discriminator."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--run-dir", type=Path, required=True, help="run directory (its config.yaml gives the data) or one ckpt/step_* folder")
     p.add_argument("--num-samples", type=int, default=0, help="generated images (default: eval.num_samples of the run's config)")
-    p.add_argument("--out", type=Path, default=None, help="JSON file for the result (default: RUN_DIR/eval.json)")
+    p.add_argument("--out", type=Path, default=None, help="JSON file for the result (default: RUN_DIR/eval.json, with --test RUN_DIR/eval_classifier.json)")
+    p.add_argument("--test", type=Path, default=None,
+                   help="semi-supervised runs (train.objective=semisup): report the discriminator's test accuracy on these labelled shards instead of sample metrics")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. eval.extractor=inception metrics.inception_weights=PATH data.path=TEST_SHARDS")
     p.set_defaults(func=run)
 
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from gandist.fileio import atomic_write_text
 
     run_dir = args.run_dir if (args.run_dir / "config.yaml").is_file() else args.run_dir.parent.parent
+    if args.test is not None:
+        return run_classifier_accuracy(args, run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"--run-dir: no config.yaml in {args.run_dir} (is it a gandist run directory?)")
@@ -65,4 +69,20 @@ def run(args: argparse.Namespace) -> int:
             for k, v in result.items():
                 print(f"  {k:{width}s}  {v:.6g}")
             print(f"wrote {out}")
+    return 0
+
+
+def run_classifier_accuracy(args: argparse.Namespace, run_dir: Path) -> int:
+    """``--test``: the test accuracy of a semi-supervised run's D (one process: a test split is small)."""
+    from gandist.fileio import atomic_write_text
+    from gandist.semisup.classifier import discriminator_accuracy
+
+    if args.overrides:
+        raise BadInputError(f"--test: config overrides ({' '.join(args.overrides)}) do not apply to the discriminator's test accuracy")
+    record = discriminator_accuracy(args.run_dir, args.test, log=lambda s: print(s, file=sys.stderr, flush=True))
+    out = args.out or run_dir / "eval_classifier.json"
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    print(f"discriminator of {args.run_dir} (step {record['step']}): test accuracy {100 * record['accuracy']:.2f} % "
+          f"on {record['num_test']} images of {args.test}")
+    print(f"wrote {out}")
     return 0

@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("sample", help="write a grid of generated images", description="Write N images from the EMA generator as one PNG grid.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run-dir", type=Path, help="run directory (its newest good checkpoint is used) or one ckpt/step_* folder")
-    src.add_argument("--generator", type=Path, help="exported generator (.safetensors from gandist export)")
+    src.add_argument("--generator", type=Path, help="exported generator: a gandist export folder or an older .safetensors export")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     p.add_argument("--out", type=Path, required=True, help="output PNG")
     p.add_argument("--class", dest="class_index", type=int, default=None, help="class index for a conditional generator (default: cycle through classes)")
@@ -27,12 +27,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise BadInputError(f"--n: must be >= 1 (got {args.n})")
+    if args.out.is_dir():
+        raise BadInputError(f"--out: {args.out} is a directory; name the PNG file to write, e.g. {args.out / 'grid.png'}")
     g, info = load_generator(args.run_dir or args.generator)
     images = generate(g, info["spec"], args.n, class_index=args.class_index, seed=args.seed, truncation=args.truncation)
     nrow = None
     if info["spec"].num_classes and args.class_index is None and args.n % info["spec"].num_classes == 0:
         nrow = args.n // info["spec"].num_classes
-    save_grid(images, args.out, nrow=nrow)
+    try:
+        save_grid(images, args.out, nrow=nrow)
+    except OSError as e:  # the write is atomic: nothing half-written is left behind
+        raise BadInputError(f"--out: cannot write {args.out}: {e.strerror or e}") from None
     step = info.get("step")
     print(f"wrote {args.n} images{f' from step {step}' if step is not None else ''} to {args.out}")
     return 0

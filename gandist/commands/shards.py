@@ -65,6 +65,7 @@ def add_parser(subparsers) -> None:
     vf.add_argument("dir", type=Path)
     vf.add_argument("--workers", type=int, default=0, help="parallel processes (default: one per CPU)")
     vf.add_argument("--json", action="store_true", help="print the summary as JSON")
+    vf.add_argument("--no-progress", action="store_true", help="no progress bar (on a terminal a bar with ETA; elsewhere a line every 30 s)")
     vf.set_defaults(func=run_verify)
 
     ins = sub.add_parser("inspect", help="counts, class histogram, image sizes, preview grid PNG")
@@ -139,7 +140,7 @@ def run_merge(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     from gandist.data.verify import verify_dir
 
-    r = verify_dir(args.dir, workers=args.workers)
+    r = verify_dir(args.dir, workers=args.workers, progress=not args.no_progress)
     if args.json:
         print(json.dumps(r, indent=1))
     else:

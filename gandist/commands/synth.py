@@ -29,6 +29,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=250, help="images per forward pass per rank (default 250)")
     p.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
     p.add_argument("--format", choices=["png", "blocks"], default="png", help="sample format in the shards (default png)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (on a terminal a bar with ETA; elsewhere a line every 30 s)")
     p.set_defaults(func=run)
 
 
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         opts = SynthOptions(per_class=args.per_class, truncation=args.truncation, seed=args.seed, batch_size=args.batch_size,
                             min_confidence=args.min_confidence if classifier is not None else 0.0)
         images, labels, stats = generate_labelled(G, spec.num_classes, spec.z_dim, opts, group, classifier=classifier,
-                                                  classifier_image_size=clf_size, log=log)
+                                                  classifier_image_size=clf_size, log=log,
+                                                  progress=not args.no_progress)
         data_size = int(info.get("data_image_size") or spec.image_size)
         if data_size != spec.image_size:
             # The run resized its data (data.image_size): write images the size of the real data,

@@ -9,12 +9,15 @@ import yaml
 
 from gandist.config import Config, changed_keys, config_from_dict, load_config
 from gandist.engine.launch import launch_env
-from gandist.errors import ConfigError
+from gandist.errors import BadInputError, ConfigError
 from gandist.fileio import atomic_write_text
+from gandist.run_lock import acquire_run_dir
+from gandist.runtime import apply_thread_budget, explicit_keys, resolve_mixed_precision
 
 # Keys a resumed run may change without --allow-config-change: training longer is the point
 # of resuming; anything else would silently mix two experiments in one run directory.
-RESUMABLE_CHANGES = {"train.steps", "train.epochs"}
+# The device cache gives the streaming path's batches exactly, so switching it is not a change.
+RESUMABLE_CHANGES = {"train.steps", "train.epochs", "data.device_cache", "data.device_cache_max_mb"}
 
 
 def add_parser(subparsers) -> None:
@@ -22,7 +25,8 @@ def add_parser(subparsers) -> None:
         "train",
         help="train a GAN (resumes when --run-dir has checkpoints)",
         description="Train a GAN. Config: defaults < --config YAML < key.sub=value overrides. "
-        "Running the same command again with the same --run-dir resumes from the newest good checkpoint.",
+        "Running the same command again with the same --run-dir resumes from the newest good checkpoint. "
+        "Every config key with its type, default and meaning: gandist config (one key: gandist config train.steps).",
     )
     p.add_argument("--config", type=Path, help="experiment YAML (see configs/)")
     p.add_argument("--run-dir", type=Path, default=Path("runs/default"), help="outputs: config.yaml, tb/, ckpt/, samples/ (default: runs/default)")
@@ -34,22 +38,47 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    precision_explicit = "train.mixed_precision" in explicit_keys(args.config, args.overrides)
+    cfg.train.mixed_precision, precision_note = resolve_mixed_precision(cfg.train.mixed_precision, precision_explicit)
     # The launcher's world size, read before any process group exists (and without torch), so
     # that batch divisibility is checked before any work starts.
     launch = launch_env()
     cfg.validate(world_size=launch.world_size)
+    if cfg.eval.extractor == "inception":
+        # The first eval comes after minutes of training: check the weights file now.
+        from gandist.metrics.inception_file import check_weights_file
+
+        check_weights_file(cfg.metrics.inception_weights)
     if launch.is_main:
+        if precision_note:
+            print(precision_note, flush=True)
+        num_threads, source = apply_thread_budget()
+        print(f"torch threads per process: {num_threads} ({source})", flush=True)
         print("resolved config:\n" + _indent(cfg.to_yaml()), flush=True)
     if args.dry_run:
         return 0
-    check_run_dir_config(args.run_dir, cfg, allow_change=args.allow_config_change)
-    if launch.is_main:
-        args.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.run_dir / "config.yaml", cfg.to_yaml())
+    # Rank 0 owns the run directory for the whole run: a second start on it exits 2.
+    lock = acquire_run_dir(args.run_dir) if launch.is_main else None
+    try:
+        check_run_dir_config(args.run_dir, cfg, allow_change=args.allow_config_change)
+        if launch.is_main:
+            write_config(args.run_dir, cfg)
 
-    from gandist.train import train
+        from gandist.train import train
 
-    return train(cfg, args.run_dir)
+        return train(cfg, args.run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def write_config(run_dir: Path, cfg: Config) -> None:
+    """``run_dir/config.yaml``, atomically; a full disk or a read-only directory is exit 2 naming the file."""
+    path = run_dir / "config.yaml"
+    try:
+        atomic_write_text(path, cfg.to_yaml())
+    except OSError as e:
+        raise BadInputError(f"--run-dir {run_dir}: cannot write {path}: {e.strerror or e}") from None
 
 
 def check_run_dir_config(run_dir: Path, cfg: Config, allow_change: bool) -> None:

@@ -164,7 +164,7 @@ def read_all(source: "DatasetInfo | str | os.PathLike", *, image_size: int = 0, 
                 out_imgs.append(im.convert_batch(b.imgs, size, ch))
                 out_labels.append(b.labels if b.labels is not None else np.full(b.n, -1, np.int64))
         else:
-            for s in iter_samples(url, 0, count):
+            for s in iter_samples(url, 0, count, count):
                 try:
                     a, label = decode_sample(s, info.num_classes)
                 except ValueError as e:

@@ -137,19 +137,23 @@ def _skip(segments: Iterator[tuple[int, int, int]], num: int) -> Iterator[tuple[
 
 
 class _Chunk:
-    """Up to ``chunk_size`` consecutive samples of a worker's stream, either raw per-image samples
-    or (block shards) one array for all of them; ``bad`` marks samples known to be unreadable."""
+    """Up to ``chunk_size`` consecutive samples of a worker's stream: raw per-image ``samples``, or
+    (block shards) the chunk's ``blocks`` (HWC arrays at the training size; None for a damaged
+    one) with each chunk position's block (``part_of``) and row in it (``row_of``), and all labels.
+    ``bad`` marks samples known to be unreadable."""
 
-    def __init__(self, samples: list[RawSample] | None = None, imgs: np.ndarray | None = None,
+    def __init__(self, samples: list[RawSample] | None = None, blocks: list[np.ndarray | None] | None = None,
+                 part_of: np.ndarray | None = None, row_of: np.ndarray | None = None,
                  labels: np.ndarray | None = None, bad: dict[int, str] | None = None, n: int = 0):
-        self.samples, self.imgs, self.labels, self.bad, self.n = samples, imgs, labels, bad or {}, n
+        self.samples, self.blocks, self.part_of, self.row_of = samples, blocks, part_of, row_of
+        self.labels, self.bad, self.n = labels, bad or {}, n
 
 
 def _read_chunks(plan: StreamPlan, segments: Iterator[tuple[int, int, int]], size: int) -> Iterator[_Chunk]:
     if plan.sample_format != "blocks":
         buf: list[RawSample] = []
         for s, a, b in segments:
-            for smp in iter_samples(plan.urls[s], a, b):
+            for smp in iter_samples(plan.urls[s], a, b, plan.counts[s]):
                 buf.append(smp)
                 if len(buf) == size:
                     yield _Chunk(samples=buf, n=len(buf))
@@ -180,28 +184,33 @@ def _read_chunks(plan: StreamPlan, segments: Iterator[tuple[int, int, int]], siz
 
 
 def _blocks_chunk(parts: list[RawBlock], plan: StreamPlan) -> _Chunk:
-    shape = None
-    for p in parts:
-        if p.imgs is not None:
-            shape = p.imgs.shape[1:]
-            break
-    if shape is None:
-        shape = (plan.image_size, plan.image_size, plan.channels)
-    imgs, labels, bad, pos = [], [], {}, 0
+    """The chunk's blocks, converted to the training size/channels (a no-op view when they match),
+    not copied: each batch gathers its rows straight from them (a chunk-sized copy was a 100 MB
+    allocation at 128 px, and its page faults and cache misses cost more than the gather)."""
+    size, ch = plan.image_size, plan.channels
+    blocks: list[np.ndarray | None] = []
+    labels, sizes = [], []
+    bad: dict[int, str] = {}
+    pos = 0
     for p in parts:
         err = p.error or check_block_labels(p, plan.num_classes)
-        if not err and p.imgs.shape[1:] != shape:
-            err = f"block {p.key}: image shape {p.imgs.shape[1:]} differs from {shape} in one chunk"
+        x_bhwc = None
+        if not err:
+            try:
+                x_bhwc = im.convert_batch(p.imgs, size, ch)
+            except DataError as e:
+                err = f"block {p.key}: {e}"
         if err:
             for i in range(p.n):
                 bad[pos + i] = f"shard {p.url}: {err}"
-            imgs.append(np.zeros((p.n, *shape), np.uint8))
-            labels.append(np.full(p.n, -1, np.int64))
-        else:
-            imgs.append(p.imgs)
-            labels.append(p.labels if p.labels is not None else np.full(p.n, -1, np.int64))
+            x_bhwc = None
+        blocks.append(x_bhwc)
+        labels.append(p.labels if not err and p.labels is not None else np.full(p.n, -1, np.int64))
+        sizes.append(p.n)
         pos += p.n
-    return _Chunk(imgs=np.concatenate(imgs), labels=np.concatenate(labels), bad=bad, n=pos)
+    part_of = np.repeat(np.arange(len(parts)), sizes)
+    row_of = np.arange(pos) - np.repeat(np.cumsum([0, *sizes[:-1]]), sizes)
+    return _Chunk(blocks=blocks, part_of=part_of, row_of=row_of, labels=np.concatenate(labels), bad=bad, n=pos)
 
 
 def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int, num_batches: int | None) -> Iterator[tuple]:
@@ -254,40 +263,45 @@ def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int,
 
 
 def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_good) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
-    """Decode one batch: (x_bhwc uint8 at the target size/channels, labels, num bad, messages)."""
+    """Decode one batch: (x_bchw uint8 at the target size/channels, labels, num bad, messages)."""
     size, ch = plan.image_size, plan.channels
     bad: list[int] = []
     msgs: list[str] = []
-    if parts[0][0].imgs is not None:  # block shards: gather rows, convert the whole batch at once
-        xs, ys, pos = [], [], 0
+    b = sum(len(idx) for _, idx in parts)
+    x = np.empty((b, ch, size, size), np.uint8)
+    if parts[0][0].blocks is not None:  # block shards: gather rows from the chunk's blocks
+        # Per block: its rows gathered (HWC, contiguous rows) and written into the batch with the
+        # layout change in the same copy: two passes per sample, as reading the block and
+        # transposing it would take anyway.
+        y = np.empty(b, np.int64)
+        pos = 0
         for c, idx in parts:
-            xs.append(c.imgs[idx])
-            ys.append(c.labels[idx])
-            for j, i in enumerate(idx):
-                if int(i) in c.bad:
-                    bad.append(pos + j)
-                    msgs.append(c.bad[int(i)])
+            part, row = c.part_of[idx], c.row_of[idx]
+            for p in np.unique(part):
+                sel = np.flatnonzero(part == p)
+                block = c.blocks[p]
+                x[pos + sel] = 0 if block is None else block[row[sel]].transpose(0, 3, 1, 2)
+            y[pos: pos + len(idx)] = c.labels[idx]
+            if c.bad:
+                for j, i in enumerate(idx):
+                    if int(i) in c.bad:
+                        bad.append(pos + j)
+                        msgs.append(c.bad[int(i)])
             pos += len(idx)
-        x = im.convert_batch(np.concatenate(xs) if len(xs) > 1 else xs[0], size, ch)
-        y = np.concatenate(ys) if len(ys) > 1 else ys[0]
-        x = np.array(x, copy=True) if not x.flags.writeable or x.base is not None else x
     else:
-        images, labels = [], []
+        labels = []
         for c, idx in parts:
             for i in idx:
                 s = c.samples[int(i)]
+                j = len(labels)
                 try:
                     a, label = decode_sample(s, plan.num_classes)
-                    a = im.convert(a, size, ch)
+                    x[j] = im.convert(a, size, ch).transpose(2, 0, 1)
                 except Exception as e:  # noqa: BLE001 - counted and replaced below
-                    bad.append(len(images))
+                    bad.append(j)
                     msgs.append(f"shard {s.url}: sample {s.key}: {e}")
-                    a, label = None, -1
-                images.append(a)
+                    x[j], label = 0, -1
                 labels.append(label)
-        for i in bad:
-            images[i] = np.zeros((size, size, ch), np.uint8)
-        x = np.stack(images)
         y = np.asarray(labels, dtype=np.int64)
     if bad:
         good = sorted(set(range(len(y))) - set(bad))
@@ -304,15 +318,14 @@ def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_goo
     return x, y, len(bad), msgs
 
 
-def _finish(plan: StreamPlan, x_bhwc: np.ndarray, y: np.ndarray, epoch: int, worker: int, k: int) -> torch.Tensor:
-    """uint8 HWC batch -> uint8 BCHW tensor with the seeded augmentation of batch ``k``.
-    Layout change and augmentation run in numpy: torch's strided uint8 kernels on a permuted
-    view measured ~20x slower here (and would contend with the training loop's threads)."""
-    x = np.ascontiguousarray(x_bhwc.transpose(0, 3, 1, 2))
+def _finish(plan: StreamPlan, x_bchw: np.ndarray, y: np.ndarray, epoch: int, worker: int, k: int) -> torch.Tensor:
+    """uint8 BCHW batch (owned, contiguous) -> tensor with the seeded augmentation of batch ``k``.
+    Augmentation runs in numpy: torch's strided uint8 kernels measured ~20x slower here (and
+    would contend with the training loop's threads)."""
     if plan.random_flip or plan.random_crop_pad:
         rng = _rng(plan.seed, _AUGMENT, epoch, plan.rank, worker, k)
-        x = augment_batch_np(x, rng, plan.random_flip, plan.random_crop_pad)
-    return torch.from_numpy(x)
+        x_bchw = augment_batch_np(x_bchw, rng, plan.random_flip, plan.random_crop_pad)
+    return torch.from_numpy(x_bchw)
 
 
 def augment_batch_np(x: np.ndarray, rng: np.random.Generator, flip: bool, crop_pad: int) -> np.ndarray:
@@ -320,8 +333,8 @@ def augment_batch_np(x: np.ndarray, rng: np.random.Generator, flip: bool, crop_p
     whole uint8 BCHW batch (contiguous; modified in place where possible)."""
     b, c, h, w = x.shape
     if flip:
-        mask = rng.random(b) < 0.5
-        x[mask] = x[mask][..., ::-1]
+        flipped = np.flatnonzero(rng.random(b) < 0.5)
+        x[flipped] = x[flipped, :, :, ::-1]
     if crop_pad:
         p = crop_pad
         xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
@@ -332,18 +345,59 @@ def augment_batch_np(x: np.ndarray, rng: np.random.Generator, flip: bool, crop_p
     return x
 
 
+def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int, batches=None) -> Iterator[tuple | None]:
+    """Everything one (rank, worker) delivers from the rank's position (``epoch``, ``k`` batches
+    into it) on, over all later epochs: batches, and ``None`` placeholders that keep torch's
+    round-robin over workers aligned with the rank's order.
+
+    The DataLoader takes item i from worker i % W. A worker that runs out would be dropped from
+    that cycle, so a worker with fewer batches this epoch (``worker_batches`` gives the first
+    n % W workers one more) pads its epoch with placeholders to ``ceil(n / W)`` items, and on
+    resume the workers whose slot of the current round was already consumed start with one: the
+    real items then arrive in exactly the rank's order, epoch after epoch, from one set of worker
+    processes (a new DataLoader per epoch paid worker start-up and shuffle-window fill each epoch).
+    ``batches``: what makes a worker's batches (default :func:`worker_batches`, reading shards;
+    the device cache passes its own, with the same signature).
+    """
+    worker_batches_fn = batches or worker_batches
+    W = plan.num_workers
+    if plan.mode != "epoch":  # resampled: one infinite stream per worker, epoch 0
+        done = k // W + (worker < k % W)
+        if worker < k % W:
+            yield None
+        yield from worker_batches_fn(plan, 0, worker, done, None)
+        return
+    n = plan.batches_per_rank()
+    if k >= n:
+        epoch, k = epoch + 1, 0
+    per_worker = plan.worker_batches()
+    rounds = -(-n // W)
+    skip = consumed_per_worker(per_worker, k)[worker]
+    if worker < k % W:
+        yield None
+    while True:
+        yield from worker_batches_fn(plan, epoch, worker, skip, per_worker[worker])
+        for _ in range(rounds - per_worker[worker]):
+            yield None
+        epoch, skip = epoch + 1, 0
+
+
 class _WorkerDataset(torch.utils.data.IterableDataset):
     """What each DataLoader worker runs: its own slice of the plan, chosen by its worker id."""
 
-    def __init__(self, plan: StreamPlan, epoch: int, skips: list[int], num_batches: list[int] | None):
-        self.plan, self.epoch, self.skips, self.num_batches = plan, epoch, skips, num_batches
+    def __init__(self, plan: StreamPlan, epoch: int, k: int, as_numpy: bool):
+        self.plan, self.epoch, self.k, self.as_numpy = plan, epoch, k, as_numpy
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         w = info.id if info is not None else 0
-        n = None if self.num_batches is None else self.num_batches[w]
         torch.set_num_threads(1)  # workers are processes; threads inside them only contend
-        yield from worker_batches(self.plan, self.epoch, w, self.skips[w], n)
+        for item in worker_items(self.plan, self.epoch, self.k, w):
+            if item is not None and self.as_numpy:
+                # A tensor crosses to the main process through a new shared-memory segment per
+                # batch (~3 ms for 256 x 3 x 32 x 32 uint8 here); a pickled array took half that.
+                item = (item[0].numpy(), item[1].numpy(), *item[2:])
+            yield item
 
 
 class ImageStream:
@@ -422,43 +476,37 @@ class ImageStream:
         return self._gen
 
     def _run(self):
-        while True:
+        for item in self._source():
+            if item is None:  # a worker's placeholder (see worker_items)
+                continue
             if self.batches_per_epoch is not None and self.batches_in_epoch >= self.batches_per_epoch:
                 self.epoch += 1
                 self.batches_in_epoch = 0
                 self.num_skipped_in_epoch = 0
-            for x, y, n_bad, msgs in self._source():
-                if n_bad:
-                    self._count_skipped(n_bad, msgs)
-                self.batches_in_epoch += 1
-                yield x, y
-            if self.batches_per_epoch is None:  # resampled streams only end on error
-                raise AssertionError("resampled stream ended")
-            if self.batches_per_epoch == 0:
-                raise AssertionError("empty epoch")
+            x, y, n_bad, msgs = item
+            if isinstance(x, np.ndarray):
+                x, y = torch.from_numpy(x), torch.from_numpy(y)
+            if n_bad:
+                self._count_skipped(n_bad, msgs)
+            self.batches_in_epoch += 1
+            yield x, y
+        raise AssertionError("the data stream ended")  # workers' streams are infinite
 
-    def _source(self) -> Iterator[tuple]:
-        plan, W = self.plan, max(1, self.num_loader_workers)
-        if plan.mode == "epoch":
-            per_worker = plan.worker_batches()
-            skips = consumed_per_worker(per_worker, self.batches_in_epoch)
-            epoch = self.epoch
-        else:
-            per_worker = None
-            k = self.batches_in_epoch
-            skips = [k // W + (w < k % W) for w in range(W)]
-            epoch = 0
+    def _source(self) -> Iterator[tuple | None]:
+        """Every item from the current position on, over all epochs (one loader for the run)."""
+        if self.batches_per_epoch == 0:
+            raise AssertionError("empty epoch")
         if self.num_loader_workers == 0:
-            return worker_batches(plan, epoch, 0, skips[0], None if per_worker is None else per_worker[0])
+            return worker_items(self.plan, self.epoch, self.batches_in_epoch, 0)
         loader = torch.utils.data.DataLoader(
-            _WorkerDataset(plan, epoch, skips, per_worker),
+            # Pinned batches (CUDA) stay tensors: the loader's pin thread copies them in the background.
+            _WorkerDataset(self.plan, self.epoch, self.batches_in_epoch, as_numpy=not self.pin_memory),
             batch_size=None,  # workers batch themselves: whole batches cross the process boundary
             num_workers=self.num_loader_workers,
             pin_memory=self.pin_memory,
-            # A new loader per epoch (its ranges differ), so persistent_workers would not carry over;
-            # its own generator: DataLoader otherwise draws its base seed from the global torch RNG,
-            # which would shift the training loop's random numbers.
-            generator=torch.Generator().manual_seed(plan.seed),
+            # Its own generator: DataLoader otherwise draws its base seed from the global torch
+            # RNG, which would shift the training loop's random numbers.
+            generator=torch.Generator().manual_seed(self.plan.seed),
             prefetch_factor=4,
         )
         return iter(loader)
@@ -488,21 +536,28 @@ class ImageStream:
 
 
 def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank: int, rank: int, world_size: int,
-                 seed: int, image_size: int, channels: int, log: Callable[[str], None] | None = None) -> ImageStream:
+                 seed: int, image_size: int, channels: int, log: Callable[[str], None] | None = None,
+                 device: torch.device | str | None = None) -> ImageStream:
     """The stream of one rank. ``rank``/``world_size`` come from the caller (the engine): the
     split by node is explicit, never guessed from the environment (webdataset's default
     single-node splitter raises under multi-node, and a guessed rank duplicates data).
-    ``log`` receives notes for the user (the run logger prints them once, on rank zero)."""
+    ``log`` receives notes for the user (the run logger prints them once, on rank zero).
+    ``device``: the training device, where ``data.device_cache`` keeps the dataset (default cpu)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} not in 0..{world_size - 1}")
     if batch_size_per_rank < 1:
         raise ValueError(f"batch_size_per_rank must be >= 1, got {batch_size_per_rank}")
     if not info.shard_counts or len(info.shard_counts) != len(info.urls):
         raise DataError("dataset info has no per-shard sample counts (resolve it with resolve_dataset)")
+    num_loader_workers = data_cfg.num_workers
+    if num_loader_workers < 0:
+        from gandist.runtime import default_num_workers
+
+        num_loader_workers = default_num_workers()
     plan = StreamPlan(
         urls=list(info.urls), counts=list(info.shard_counts), sample_format=info.sample_format,
         block_size=info.block_size, num_classes=info.num_classes, mode=data_cfg.mode, seed=seed, rank=rank,
-        world_size=world_size, num_workers=max(1, data_cfg.num_workers), batch_size=batch_size_per_rank,
+        world_size=world_size, num_workers=max(1, num_loader_workers), batch_size=batch_size_per_rank,
         chunk_size=data_cfg.shuffle_buffer, image_size=image_size or info.image_size,
         channels=channels or info.channels, random_flip=data_cfg.random_flip,
         random_crop_pad=data_cfg.random_crop_pad,
@@ -522,4 +577,8 @@ def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank
                 f"({100.0 * dropped / plan.num_samples:.2f}%) are left out of each epoch (a different tail of the "
                 f"shuffled order every epoch) so all {world_size} ranks run the same number of steps"
             )
-    return ImageStream(plan, data_cfg, data_cfg.num_workers)
+    from gandist.data.device_cache import build_device_cache, use_device_cache
+
+    if use_device_cache(data_cfg, plan):
+        return build_device_cache(plan, data_cfg, info, device or "cpu", log=log)
+    return ImageStream(plan, data_cfg, num_loader_workers)

@@ -87,19 +87,30 @@ def verify_shard(path: str, entry: dict[str, Any], sample_format: str, block_siz
     return result
 
 
-def verify_dir(root: str | os.PathLike, workers: int = 0) -> dict[str, Any]:
-    """Verify every shard listed in ``root/manifest.json``; returns a summary with ``problems``."""
+def verify_dir(root: str | os.PathLike, workers: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Verify every shard listed in ``root/manifest.json``; returns a summary with ``problems``.
+    ``progress``: a bar (or plain lines off a terminal) counting verified samples, with ETA."""
+    from gandist.progress import progress_bar
+
     root = Path(root)
     m = read_manifest(root / MANIFEST_NAME)
     t0 = time.perf_counter()
     args = [(str(root / s["name"]), s, m.get("sample_format", "png"), int(m.get("block_size", 0)), int(m.get("num_classes", 0)))
             for s in m["shards"]]
-    workers = workers or min(len(args), os.cpu_count() or 1)
-    if workers > 1 and len(args) > 1:
-        with ProcessPoolExecutor(workers) as ex:
-            results = list(ex.map(verify_shard, *zip(*args)))
-    else:
-        results = [verify_shard(*a) for a in args]
+    from gandist.runtime import cpus_available
+
+    workers = workers or min(len(args), cpus_available())
+    results = []
+    with progress_bar(int(m.get("num_samples", 0)) or None, "shards verify", unit="img", enabled=progress) as bar:
+        if workers > 1 and len(args) > 1:
+            with ProcessPoolExecutor(workers) as ex:
+                for r in ex.map(verify_shard, *zip(*args)):
+                    results.append(r)
+                    bar.update(r["num_samples"])
+        else:
+            for a in args:
+                results.append(verify_shard(*a))
+                bar.update(results[-1]["num_samples"])
     problems = [p for r in results for p in r["problems"]]
     total = sum(r["num_samples"] for r in results)
     if total != m["num_samples"] and not problems:

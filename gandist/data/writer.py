@@ -4,7 +4,7 @@ Shards are ``{out}/000000.tar, 000001.tar, ...``. Per-image formats store ``{key
 (+ ``{key}.cls`` when labelled), the layout every WebDataset reader understands. The ``blocks``
 format stores ``{key}.imgs.npy`` (N x H x W x C uint8) + ``{key}.labels.npy`` (N int64) per tar
 member group: one member per N images removes the per-sample Python cost that caps small-image
-loading (DESIGN.md fact 8).
+loading (docs/library_notes.md, note 8).
 
 Writing is resumable: every finished shard is written to a temporary name, renamed into place
 and recorded in ``.progress.jsonl``; a re-run with the same options skips those shards (and the
@@ -290,9 +290,9 @@ def write_shards(
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from gandist.progress import progress_bar
 
-        bar = tqdm(total=num_samples_hint, initial=source_pos, unit="img", desc="shards make", file=sys.stderr)
+        bar = progress_bar(num_samples_hint, "shards make", unit="img", initial=source_pos)
 
     unreadable: list[str] = []
     num_unreadable = num_skipped_before

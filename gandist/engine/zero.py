@@ -1,7 +1,7 @@
 """The ``zero`` engine: one DeepSpeed ZeRO engine per network (stage 1 or 2).
 
 Why not Accelerate's DeepSpeed plugin: it refuses two models, drives only the last engine from
-``accelerator.backward`` and needs ``transformers`` for its multi-model API (DESIGN fact 1).
+``accelerator.backward`` and needs ``transformers`` for its multi-model API (docs/library_notes.md, note 1).
 So Accelerate launches and owns the process group, and each of G and D gets its own
 ``deepspeed.initialize(model=..., optimizer=..., config=...)``, which reuses that group.
 
@@ -35,10 +35,11 @@ from gandist.config import Config
 from gandist.engine.base import Engine, NetName, iterate_nets
 from gandist.engine.launch import launch_env
 from gandist.engine.process_group import default_device
+from gandist.engine.safe_load import weights_only_loads
 from gandist.errors import CheckpointError, ConfigError
 
 #: Tag of the DeepSpeed checkpoint inside each network's folder. Explicit on save and load:
-#: two engines sharing a folder would overwrite each other's ``latest`` (DESIGN fact 10).
+#: two engines sharing a folder would overwrite each other's ``latest`` (docs/library_notes.md, note 10).
 CHECKPOINT_TAG = "zero"
 #: Written by rank zero next to the network folders; says which world size wrote the shards.
 META_FILE = "zero_meta.json"
@@ -49,7 +50,7 @@ def ensure_process_group(timeout_minutes: float) -> None:
 
     Launched runs (torchrun / accelerate launch with several processes) already have one, made by
     Accelerate from the launcher's environment. A one-process run has none, and DeepSpeed would
-    then try MPI discovery and fail on ``mpi4py`` (DESIGN fact 11): give it a one-process group.
+    then try MPI discovery and fail on ``mpi4py`` (docs/library_notes.md, note 11): give it a one-process group.
     """
     if dist.is_initialized():
         return
@@ -291,7 +292,7 @@ class ZeroEngine(Engine):
             self._engines[name].save_checkpoint(
                 str(directory / name),
                 tag=CHECKPOINT_TAG,
-                # universal_checkpoint_info: ds_to_universal refuses checkpoints without it (DESIGN fact 10).
+                # universal_checkpoint_info: ds_to_universal refuses checkpoints without it (docs/library_notes.md, note 10).
                 client_state={"universal_checkpoint_info": {}, "world_size": self.world_size},
             )
         if self.is_main:
@@ -302,12 +303,12 @@ class ZeroEngine(Engine):
 
     def load_sharded(self, directory: Path) -> None:
         """Load what ``save_sharded`` wrote. Another world size goes through DeepSpeed's universal
-        checkpoint (converted once, next to the shards, then loaded on every rank: DESIGN fact 10)."""
+        checkpoint (converted once, next to the shards, then loaded on every rank: docs/library_notes.md, note 10)."""
         directory = Path(directory)
         meta_path = directory / META_FILE
         if not meta_path.is_file():
             raise CheckpointError(f"checkpoint: {directory} holds no ZeRO state ({META_FILE} missing); was it saved with engine.kind=zero?")
-        meta = json.loads(meta_path.read_text())
+        meta = _read_meta(meta_path)
         if meta["zero_stage"] != self.cfg.engine.zero_stage:
             raise CheckpointError(
                 f"checkpoint: {directory} was saved with engine.zero_stage={meta['zero_stage']}, "
@@ -315,16 +316,27 @@ class ZeroEngine(Engine):
             )
         universal = meta["world_size"] != self.world_size
         source = self._universal_copy(directory, meta["world_size"]) if universal else directory
+        error = ""
         for name in iterate_nets():
             engine = self._engines[name]
             # DeepSpeed reads this flag inside load_checkpoint; set only for this one load.
             engine._config.load_universal_checkpoint = universal
             try:
-                path, _ = engine.load_checkpoint(str(source / name), tag=CHECKPOINT_TAG)
+                # DeepSpeed unpickles its files in full; a checkpoint is data, never code.
+                with weights_only_loads():
+                    path, _ = engine.load_checkpoint(str(source / name), tag=CHECKPOINT_TAG)
+            except Exception as e:  # noqa: BLE001 - every rank must reach the agreement below
+                error = (f"checkpoint: cannot load the DeepSpeed state of {name} from {source / name} "
+                         f"(only tensors and plain data are loaded from checkpoints): {type(e).__name__}: {str(e)[:500]}")
+                break
             finally:
                 engine._config.load_universal_checkpoint = False
             if path is None:
-                raise CheckpointError(f"checkpoint: no DeepSpeed state for {name} in {source / name}")
+                error = f"checkpoint: no DeepSpeed state for {name} in {source / name}"
+                break
+        # One rank's damaged partition must stop every rank, not leave the others in a collective.
+        if not self.all_agree(not error):
+            raise CheckpointError(error or f"checkpoint: another rank could not load the DeepSpeed state in {source}")
 
     def _universal_copy(self, directory: Path, saved_world_size: int) -> Path:
         """``directory`` converted to DeepSpeed's universal format (rank zero converts, all wait)."""
@@ -334,11 +346,14 @@ class ZeroEngine(Engine):
             tmp = directory.with_name(directory.name + ".universal.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             for name in iterate_nets():
-                cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
+                # Our wrapper of deepspeed.checkpoint.ds_to_universal: the same conversion, with weights-only loads.
+                cmd = [sys.executable, "-m", "gandist.engine.ds_universal",
                        "--input_folder", str(directory / name / CHECKPOINT_TAG),
                        "--output_folder", str(tmp / name / CHECKPOINT_TAG),
                        "--num_extract_workers", "1", "--num_merge_workers", "1"]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
+                env = dict(os.environ)
+                env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if proc.returncode != 0:
                     error = (f"checkpoint: {directory} was saved by {saved_world_size} processes and this run has "
                              f"{self.world_size}; converting its ZeRO shards to a universal checkpoint failed "
@@ -356,3 +371,16 @@ class ZeroEngine(Engine):
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """``zero_meta.json``, checked: world_size and zero_stage are positive integers."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint: cannot read {path}: {e}") from None
+    if not isinstance(meta, dict) or not all(
+            isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool) and meta[k] > 0
+            for k in ("world_size", "zero_stage")):
+        raise CheckpointError(f"checkpoint: {path} must be a JSON object with positive integers world_size and zero_stage")
+    return meta

@@ -42,9 +42,9 @@ class EvalResult(dict):
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
+    from gandist.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, file=sys.stderr, leave=False)
+    return progress_bar(total, desc, unit="img", enabled=enabled, leave=False)
 
 
 @torch.no_grad()

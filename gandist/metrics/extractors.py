@@ -4,9 +4,9 @@ Two kinds, whose numbers are *not* comparable with each other (every metric is r
 ``extractor.name`` that produced it):
 - ``classifier``: the domain classifier trained by ``gandist classify`` on the real data. Works
   offline for any image size and channel count.
-- ``inception``: the standard Inception-v3 FID network (torch-fidelity's port of the TF graph),
-  from the optional extra ``gandist[fid]``, with weights from a local file
-  (``metrics.inception_weights``). Never downloaded.
+- ``inception``: the standard FID Inception-v3 (the TF graph's PyTorch port, built in
+  ``gandist.metrics.inception`` without torchvision), with weights from a local file
+  (``metrics.inception_weights``) whose sha256 is checked. Never downloaded.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from gandist.errors import ConfigError
+from gandist.metrics.inception import NUM_CLASSES, NUM_FEATURES, load_fid_inception
+from gandist.metrics.inception_file import WEIGHTS_SHA256
 
-INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 
 
 class FeatureExtractor(abc.ABC):
@@ -66,44 +67,20 @@ class ClassifierExtractor(FeatureExtractor):
 
 
 class InceptionExtractor(FeatureExtractor):
-    """torch-fidelity's Inception-v3 ("inception-v3-compat", the network of the original FID):
+    """The FID Inception-v3 (``gandist.metrics.inception``, the TF graph of published FIDs):
     2048-d pool features and 1008-way logits for the Inception Score."""
 
-    def __init__(self, weights_path: str, device: torch.device | str = "cpu"):
-        if not weights_path:
-            raise ConfigError(
-                "metrics.inception_weights: eval.extractor=inception needs a local Inception-v3 weights file "
-                f"(gandist never downloads it); fetch {INCEPTION_WEIGHTS_URL} once and set "
-                "metrics.inception_weights=/path/to/weights-inception-2015-12-05-6726825d.pth"
-            )
-        path = Path(weights_path)
-        if not path.is_file():
-            raise ConfigError(
-                f"metrics.inception_weights: file not found: {path} (expected the torch-fidelity Inception-v3 weights "
-                f"weights-inception-2015-12-05-6726825d.pth from {INCEPTION_WEIGHTS_URL})"
-            )
-        try:
-            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-        except ImportError as e:
-            raise ConfigError(
-                f"eval.extractor=inception needs the optional extra: pip install 'gandist[fid]' (torch-fidelity, torchvision); import failed: {e}"
-            ) from None
+    def __init__(self, weights_path: str, device: torch.device | str = "cpu", *, expected_sha256: str | None = WEIGHTS_SHA256):
         self.device = torch.device(device)
-        self.model = FeatureExtractorInceptionV3(
-            "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
-        ).to(self.device).eval()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        self.name = f"inception-v3-compat-{digest}"
-        self.num_features = 2048
-        self.num_logits = 1008
+        self.model = load_fid_inception(weights_path, expected_sha256=expected_sha256).to(self.device)
+        self.name = f"fid-inception-v3-{self.model.weights_sha256[:12]}"
+        self.num_features = NUM_FEATURES
+        self.num_logits = NUM_CLASSES
 
     @torch.no_grad()
     def __call__(self, images_bchw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = images_bchw
-        if x.shape[1] == 1:  # the network expects RGB
-            x = x.expand(-1, 3, -1, -1)
-        # torch-fidelity takes uint8 and resizes to 299 x 299 itself (bilinear, as the TF graph does).
-        feats, logits = self.model(x.to(torch.uint8).contiguous())
+        # The network resizes to 299 x 299 itself (bilinear, as pytorch-fid) and takes 1 or 3 channels.
+        feats, logits = self.model(images_bchw.to(self.device))
         return feats.float(), logits.float()
 
 

@@ -49,3 +49,22 @@ def check_image_size(model_name: str, image_size: int, source: str = "data.image
             f"set data.image_size to one of them to resize the data"
         )
     return plan
+
+
+def stage_sides(image_size: int) -> list[int]:
+    """Feature-map sides of the stages, ``[base, 2*base, ..., image_size]``; [] when unsupported."""
+    plan = stage_plan(image_size)
+    if plan is None:
+        return []
+    base, num_doublings = plan
+    return [base * 2**j for j in range(num_doublings + 1)]
+
+
+def check_attention_resolution(model_name: str, image_size: int, resolution: int) -> None:
+    """Refuse a ``model.attention_resolution`` that is not the side of one of the model's stages."""
+    sides = stage_sides(image_size)
+    if resolution and resolution not in sides:
+        raise ConfigError(
+            f"model.attention_resolution: {resolution} is not the side of a {model_name!r} stage for "
+            f"{image_size}x{image_size} images; use one of {', '.join(map(str, sides))}, or 0 for no attention"
+        )

@@ -1,0 +1,106 @@
+"""Ctrl-C: the first SIGINT saves a checkpoint at the next step boundary and exits 130; a second
+one stops at once (exit 130, no checkpoint of that step)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from faults_helpers import REPO, TINY, env, latest_step, wait_for
+from gandist import preemption
+from gandist.config import PreemptionConfig
+from gandist.errors import EXIT_INTERRUPTED
+
+
+@pytest.fixture(autouse=True)
+def _clean_handlers():
+    # As at a terminal: SIGINT not ignored (pytest started in the background of a script inherits SIG_IGN).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    preemption.uninstall()
+    yield
+    preemption.uninstall()
+    signal.signal(signal.SIGINT, before)
+
+
+def _sigint_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ignored_sigint_stays_ignored():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    preemption.install(PreemptionConfig())
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    os.kill(os.getpid(), signal.SIGINT)
+    assert not preemption.stop_requested()
+
+
+def test_first_sigint_requests_a_stop_and_the_second_raises():
+    preemption.install(PreemptionConfig())
+    os.kill(os.getpid(), signal.SIGINT)
+    assert preemption.stop_requested() and preemption.interrupted()
+    assert preemption.exit_code() == EXIT_INTERRUPTED
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+    preemption.uninstall()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_keeps_exit_code_3():
+    preemption.install(PreemptionConfig())
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert preemption.stop_requested() and not preemption.interrupted()
+    assert preemption.exit_code() == 3
+
+
+def _start(run_dir: Path, overrides: list[str]) -> tuple[subprocess.Popen, Path]:
+    log = run_dir.parent / f"{run_dir.name}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "gandist", "train", "--run-dir", str(run_dir), *TINY, *overrides],
+                            cwd=REPO, env=env(), stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            preexec_fn=_sigint_as_at_a_terminal)
+    return proc, log
+
+
+def test_ctrl_c_saves_at_the_step_boundary_and_exits_130(tmp_path, gandist_cache):
+    run_dir = tmp_path / "run"
+    proc, log = _start(run_dir, ["train.steps=100000", "checkpoint.every_steps=100000", "log.every_steps=100000"])
+    try:
+        wait_for(lambda: "-> 100000" in log.read_text() or proc.poll() is not None, 120, "training to start")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = log.read_text()
+    assert proc.returncode == EXIT_INTERRUPTED, out[-3000:]
+    assert "received SIGINT: will checkpoint" in out
+    assert "interrupt (SIGINT): saved" in out and "exiting with code 130" in out
+    assert latest_step(run_dir) > 0  # the checkpoint of the step it was in
+    assert not (run_dir / "run.lock").exists()
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path, gandist_cache):
+    run_dir = tmp_path / "run"
+    # Slow steps (a big batch through a wide DCGAN): the second signal lands inside a step.
+    proc, log = _start(run_dir, ["model.name=dcgan", "model.g_width=64", "model.d_width=64", "train.batch_size=512",
+                                 "train.steps=100000", "checkpoint.every_steps=100000", "log.every_steps=100000"])
+    try:
+        wait_for(lambda: "-> 100000" in log.read_text() or proc.poll() is not None, 120, "training to start")
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: "received SIGINT" in log.read_text(), 60, "the first SIGINT to be handled")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = log.read_text()
+    assert proc.returncode == EXIT_INTERRUPTED, out[-3000:]
+    assert "received SIGINT again: stopping now" in out and "gandist train: interrupted" in out
+    assert "interrupt (SIGINT): saved" not in out
+    assert "Traceback" not in out
+    assert not (run_dir / "ckpt" / "latest").exists()
+    assert not (run_dir / "run.lock").exists()  # released on the way out
