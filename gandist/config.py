@@ -85,11 +85,11 @@ class ModelConfig:
     """Generator/discriminator pair from the model registry: dcgan, mlp, resnet, biggan, r3 (see docs/models.md)."""
     conditional: bool = True
     """Class-conditional G and D (needs labelled data); the default, since users make labelled synthetic data."""
-    z_dim: int = 8
-    """Length of the latent noise vector (8 suits the digits: with 64 a conditional G ignored its noise; natural images: 128)."""
-    g_width: int = 32
+    z_dim: int = 64
+    """Length of the latent noise vector (conditional dcgan: multiplied by a class embedding of this length)."""
+    g_width: int = 64
     """Generator width: channels of its widest conv layer (dcgan; resnet/biggan/r3: of the stages up to 32 px, halved per doubling beyond) or hidden units / 8 (mlp)."""
-    d_width: int = 32
+    d_width: int = 64
     """Discriminator width: channels of its widest conv layer (same stage rule as ``g_width``)."""
     d_minibatch_std: bool = True
     """Minibatch standard deviation feature in D (Karras et al., 2018): counters mode collapse."""
@@ -109,8 +109,8 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: Literal["nonsaturating", "minimax", "lsgan", "feature_matching"] = "nonsaturating"
-    """Adversarial loss: non-saturating BCE (default), original minimax BCE, least squares, or (``train.objective=semisup`` only) feature matching for G on D's penultimate features with BCE for D."""
+    name: Literal["nonsaturating", "minimax", "lsgan", "hinge", "wgan", "rpgan", "ragan", "feature_matching"] = "nonsaturating"
+    """Adversarial loss: non-saturating BCE (default), original minimax BCE, least squares, hinge, WGAN critic (with ``reg.gp_lambda``), relativistic pairing (R3GAN), relativistic average, or (``train.objective=semisup`` only) feature matching for G on D's penultimate features with BCE for D."""
     unsupervised_weight: float = 1.0
     """``train.objective=semisup``: weight of D's real/generated terms next to the labelled cross-entropy; 0: GAN terms off (D trains as a plain supervised classifier, G is not updated)."""
 
@@ -149,11 +149,11 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1500
+    steps: int = 3000
     """Training steps (one D update and one G update each); ignored when ``epochs`` > 0."""
     epochs: int = 0
     """Train for this many passes over the data instead of ``steps`` (needs ``data.mode=epoch``)."""
-    batch_size: int = 64
+    batch_size: int = 32
     """Global batch size: images per step summed over all ranks and accumulation micro-steps."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
@@ -324,6 +324,62 @@ def _check_signal(name: str, key: str) -> None:
         raise ConfigError(f"{key}: {canonical} cannot be caught")
 
 
+@dataclass
+class RegConfig:
+    r1_gamma: float = 0.0
+    """R1 penalty weight gamma: gamma/2 * E||dD(x)/dx||^2 on real images is added to D's loss (Mescheder et al., 2018); 0: off."""
+    r2_gamma: float = 0.0
+    """R2 penalty weight: the same on generated images (R3GAN uses R1 and R2 together); 0: off."""
+    gp_lambda: float = 0.0
+    """WGAN-GP weight lambda: lambda * E(||dD/dx|| - 1)^2 at random real/generated interpolates (Gulrajani et al., 2017); 0: off."""
+    every_steps: int = 1
+    """Lazy regularization: R1, R2 and GP only every this many steps, multiplied by it (StyleGAN2 uses 16); 1: every step."""
+    lecam_weight: float = 0.0
+    """LeCam regularization weight (Tseng et al., 2021): D's logits are pulled towards EMAs of the other side's mean logit; 0: off."""
+    lecam_decay: float = 0.99
+    """Decay of LeCam's EMA anchors (per step)."""
+    ortho_weight: float = 0.0
+    """Orthogonal regularization of G's weight matrices, BigGAN style (Brock et al., 2019; they use 1e-4); 0: off."""
+
+    def validate(self) -> None:
+        for key in ("r1_gamma", "r2_gamma", "gp_lambda", "lecam_weight", "ortho_weight"):
+            _check(getattr(self, key) >= 0, f"reg.{key}", "must be >= 0 (0 disables it)", getattr(self, key))
+        _check(self.every_steps >= 1, "reg.every_steps", "must be >= 1", self.every_steps)
+        _check(0 <= self.lecam_decay < 1, "reg.lecam_decay", "must be in [0, 1)", self.lecam_decay)
+
+    @property
+    def gradient_penalties(self) -> bool:
+        return bool(self.r1_gamma or self.r2_gamma or self.gp_lambda)
+
+
+AUGMENT_POLICIES = ("color", "translation", "cutout")
+
+
+@dataclass
+class AugmentConfig:
+    policy: list[str] = field(default_factory=list)
+    """DiffAugment transformations applied to every image D sees, real and generated (any of color, translation, cutout; Zhao et al., 2020); empty: off."""
+    p: float = 1.0
+    """Probability that each transformation is applied to an image (1: DiffAugment as published); ignored when ``ada_target`` > 0."""
+    ada_target: float = 0.0
+    """Adaptive p (ADA, Karras et al., 2020): target of E[sign(D(real))]; p starts at 0 and rises while D is more confident on real images than this; 0: fixed ``p``."""
+    ada_interval: int = 4
+    """Adaptive p: adjust p every this many steps."""
+    ada_kimg: float = 100.0
+    """Adaptive p: thousands of images over which p can move from 0 to 1 (ADA uses 500 for runs of millions of images)."""
+
+    def validate(self) -> None:
+        for i, name in enumerate(self.policy):
+            if name not in AUGMENT_POLICIES:
+                raise ConfigError(f"augment.policy[{i}]: invalid value {name!r}; allowed values: {', '.join(AUGMENT_POLICIES)}")
+        _check(0.0 <= self.p <= 1.0, "augment.p", "must be in [0, 1]", self.p)
+        _check(0.0 <= self.ada_target < 1.0, "augment.ada_target", "must be in [0, 1) (0: fixed augment.p)", self.ada_target)
+        _check(self.ada_interval >= 1, "augment.ada_interval", "must be >= 1", self.ada_interval)
+        _check(self.ada_kimg > 0, "augment.ada_kimg", "must be > 0", self.ada_kimg)
+        if self.ada_target and not self.policy:
+            raise ConfigError("augment.ada_target: adaptive augmentation needs augment.policy (e.g. augment.policy=color,translation,cutout)")
+
+
 # Checks against run-time registries (model names, the sizes a model can make) are registered by
 # the module that owns the registry (``gandist.models``, imported by ``gandist/__init__``), so
 # that this module imports nothing of gandist's run time and knows no registry by heart.
@@ -341,6 +397,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -359,6 +417,9 @@ class Config:
                 section.validate()
         if self.train.epochs and self.data.mode != "epoch":
             raise ConfigError("train.epochs: an epoch budget needs data.mode=epoch (resampled streams have no epochs)")
+        if self.loss.name in ("rpgan", "ragan") and self.train.objective == "semisup":
+            raise ConfigError(f"loss.name: {self.loss.name} compares real and generated logits in G's step, which "
+                              "train.objective=semisup does not compute; use nonsaturating, hinge, lsgan or feature_matching")
         if self.loss.name == "feature_matching" and self.train.objective != "semisup":
             raise ConfigError("loss.name: feature_matching needs train.objective=semisup (it matches D's classifier features)")
         if self.train.objective == "semisup" and self.model.conditional:

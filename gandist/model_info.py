@@ -12,7 +12,9 @@ from gandist.errors import CheckpointError
 
 #: Keys of model.json. An export adds ``step`` (the checkpoint's step).
 KEYS = {"model_name", "spec", "num_classes", "class_names"}
-OPTIONAL_KEYS = {"step"}
+OPTIONAL_KEYS = {"step", "data_image_size", "data_channels"}
+"""``data_image_size``/``data_channels``: the real data's own shape (``synth`` writes that size
+when the run resized its data)."""
 
 
 def parse_model_info(text: str | bytes, where: str, allow_extra: bool = False) -> dict[str, Any]:
@@ -43,8 +45,10 @@ def parse_model_info(text: str | bytes, where: str, allow_extra: bool = False) -
     if not isinstance(spec, dict) or set(spec) - set(fields) or required - set(spec):
         raise CheckpointError(f"{where}: spec must be an object with keys {sorted(fields)} (got {spec!r:.200})")
     for key, value in spec.items():
-        want_bool = isinstance(fields[key].default, bool)
-        ok = isinstance(value, bool) if want_bool else (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1 << 20)
+        # A None default marks an optional switch (d_spectral_norm: None = the model's own choice).
+        want_bool = isinstance(fields[key].default, bool) or fields[key].default is None
+        ok = (isinstance(value, bool) or (value is None and fields[key].default is None)) if want_bool else (
+            isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1 << 20)
         if not ok:
             raise CheckpointError(f"{where}: spec.{key} must be {'true or false' if want_bool else 'an integer in [0, 2^20]'} (got {value!r:.100})")
     names = info["class_names"]
@@ -54,4 +58,8 @@ def parse_model_info(text: str | bytes, where: str, allow_extra: bool = False) -
         raise CheckpointError(f"{where}: num_classes must equal spec.num_classes ({spec['num_classes']})")
     if info.get("step") is not None and (not isinstance(info["step"], int) or isinstance(info["step"], bool) or info["step"] < 0):
         raise CheckpointError(f"{where}: step must be a non-negative integer")
+    for key in ("data_image_size", "data_channels"):
+        value = info.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1 << 20):
+            raise CheckpointError(f"{where}: {key} must be an integer in [0, 2^20] (got {value!r:.100})")
     return info

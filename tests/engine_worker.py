@@ -105,6 +105,12 @@ def train_one(argv: list[str]):
             engine.load_sharded(Path(args.resume))
     b = cfg.train.batch_size_per_rank(engine.world_size)
     accum = cfg.train.grad_accum
+    from gandist.regularizers import Regularization
+
+    reg = Regularization(cfg.reg, engine, cfg.train.seed, accum)  # reg.* overrides: the loop's own penalty code
+
+    def d_call(x, y):
+        return engine.penalty_net("D")(x)
     losses = []
     for step in range(args.start, cfg.train.steps):
         real_all, z_all = global_batch(step, cfg.train.batch_size)
@@ -118,19 +124,24 @@ def train_one(argv: list[str]):
                 with engine.autocast():
                     with torch.no_grad():
                         fake = engine.net("G")(z_r[m].to(engine.device))
-                    loss_d = F.softplus(-engine.net("D")(real_r[m].to(engine.device))).mean() + F.softplus(
-                        engine.net("D")(fake)
-                    ).mean()
-                engine.backward(loss_d, "D")
+                    real = real_r[m].to(engine.device)
+                    real_logits, fake_logits = engine.net("D")(real), engine.net("D")(fake)
+                    loss_d = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+                    terms = reg.d_terms(d_call, d_call, step, m, real, None, fake, None, real_logits, fake_logits)
+                engine.backward(loss_d + sum(terms.values()) if terms else loss_d, "D")
             sum_d += loss_d.detach().float() / accum
+            means = torch.stack([real_logits.detach().float().mean(), fake_logits.detach().float().mean()]) / accum
+            logit_means = means if m == 0 else logit_means + means
         engine.step("D")
+        reg.after_d_step(logit_means[0], logit_means[1])
         # G step: D's parameters frozen (docs/library_notes.md, note 2).
         with engine.frozen("D") as d:
             for m in range(accum):
                 with engine.no_sync("G") if m < accum - 1 else _null():
                     with engine.autocast():
                         loss_g = F.softplus(-d(engine.net("G")(z_r[m].to(engine.device)))).mean()
-                    engine.backward(loss_g, "G")
+                    ortho = reg.g_term(engine.unwrap("G"))
+                    engine.backward(loss_g + ortho if ortho is not None else loss_g, "G")
                 sum_g += loss_g.detach().float() / accum
         engine.step("G")
         losses.append(engine.reduce_mean(torch.stack([sum_d, sum_g])).tolist())
@@ -147,6 +158,7 @@ def train_one(argv: list[str]):
         "world_size": engine.world_size,
         "rank": engine.rank,
         "losses": losses,
+        "components": {"reg": reg.state_dict()},
         "full": {k: full[k] for k in ("G", "D")},
         "local": {k: {n: t.detach().float().cpu().clone() for n, t in engine.unwrap(k).state_dict().items()} for k in ("G", "D")},
         "numel": {k: sum(t.numel() for t in engine.unwrap(k).parameters()) for k in ("G", "D")},

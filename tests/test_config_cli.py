@@ -29,7 +29,7 @@ def test_every_key_and_sections(capsys):
 def test_run_dir_values(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("train:\n  steps: 7\n")
     assert main(["config", "--run-dir", str(tmp_path), "train.steps"]) == 0
-    assert "train.steps (int) default 1500, in this run: 7 (changed)" in capsys.readouterr().out
+    assert "train.steps (int) default 3000, in this run: 7 (changed)" in capsys.readouterr().out
     assert main(["config", "--run-dir", str(tmp_path / "nope")]) == 2
     assert "no config.yaml" in capsys.readouterr().err
 

@@ -32,9 +32,31 @@ def test_conditional_models_use_the_label(name):
         g(z, None)
 
 
-def test_dcgan_rejects_sizes_that_are_not_powers_of_two():
-    with pytest.raises(ValueError, match="power of two"):
-        build_models("dcgan", ModelSpec(24, 1, 0, 16, 8, 8))
+@pytest.mark.parametrize("size", [8, 12, 20, 28, 48, 56])
+def test_dcgan_builds_sides_of_the_form_base_times_power_of_two(size):
+    """28 = 7*4 and 48 = 6*8 train without data.image_size: G starts at 7x7 / 6x6, D ends there."""
+    g, d = build_models("dcgan", ModelSpec(size, 3, 10, z_dim=8, g_width=8, d_width=8))
+    y = torch.arange(4) % 10
+    x = g(torch.randn(4, 8), y)
+    assert x.shape == (4, 3, size, size)
+    assert d(x, y).shape == (4,)
+
+
+def test_dcgan_refuses_a_side_it_cannot_make():
+    with pytest.raises(ValueError, match="36x36.*data.image_size"):
+        build_models("dcgan", ModelSpec(36, 1, 0, 16, 8, 8))
+
+
+def test_conditional_dcgan_multiplies_noise_by_the_class_embedding():
+    """z * embed(y): zero noise gives the same image for every class, so G cannot make a class
+    without using z (concatenation allowed one fixed prototype per class)."""
+    torch.manual_seed(0)
+    g, _ = build_models("dcgan", ModelSpec(16, 1, 10, z_dim=8, g_width=8, d_width=8))
+    g.eval()
+    zero = torch.zeros(2, 8)
+    assert torch.equal(g(zero, torch.tensor([0, 0])), g(zero, torch.tensor([5, 7])))
+    z = torch.randn(2, 8)
+    assert not torch.allclose(g(z, torch.tensor([0, 0])), g(z, torch.tensor([5, 5])))
 
 
 def test_minibatch_std_lets_d_see_a_collapsed_batch():

@@ -64,6 +64,14 @@ def load_labelled(path: Path, what: str, *, image_size: int = 0, channels: int =
     return LabelledImages(images, labels, list(info.class_names), f"{what} {path}"), info
 
 
+def _notice_resized(what: str, path: Path, info, size: int, channels: int) -> None:
+    """Say when images were converted to the --train images' size or channel count."""
+    if (info.image_size, info.channels) != (size, channels):
+        print(f"notice: {what} {path} holds {info.channels} x {info.image_size} x {info.image_size} images, --train "
+              f"{channels} x {size} x {size}: resized to {channels} x {size} x {size} for training and testing",
+              file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.tensorboard import SummaryWriter
@@ -87,11 +95,14 @@ def run(args: argparse.Namespace) -> int:
 
     train, train_info = load_labelled(args.train, "--train")
     size, channels = train.images.shape[-1], train.images.shape[1]
-    test, _ = load_labelled(args.test, "--test", image_size=size, channels=channels)
+    test, test_info = load_labelled(args.test, "--test", image_size=size, channels=channels)
+    _notice_resized("--test", args.test, test_info, size, channels)
     synthetic = None
     if args.synthetic is not None:
-        # Generated at the GAN's size, which may differ from the data's: convert to the real size.
-        synthetic, _ = load_labelled(args.synthetic, "--synthetic", image_size=size, channels=channels)
+        # A GAN trained at another size than the data's (data.image_size) makes images of that
+        # size: they are converted to the real images' size, and the user is told.
+        synthetic, synthetic_info = load_labelled(args.synthetic, "--synthetic", image_size=size, channels=channels)
+        _notice_resized("--synthetic", args.synthetic, synthetic_info, size, channels)
     num_classes = train_info.num_classes
     if args.semisup_run:
         from gandist.semisup.study import check_runs

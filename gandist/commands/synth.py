@@ -70,6 +70,17 @@ def run(args: argparse.Namespace) -> int:
         images, labels, stats = generate_labelled(G, spec.num_classes, spec.z_dim, opts, group, classifier=classifier,
                                                   classifier_image_size=clf_size, log=log,
                                                   progress=not args.no_progress)
+        data_size = int(info.get("data_image_size") or spec.image_size)
+        if data_size != spec.image_size:
+            # The run resized its data (data.image_size): write images the size of the real data,
+            # so they mix with it and a classifier tests on what it trained on.
+            import torch
+
+            from gandist.metrics.extractors import resize_uint8
+
+            log(f"synth: the generator makes {spec.image_size}x{spec.image_size} images; its training data is "
+                f"{data_size}x{data_size}: writing {data_size}x{data_size}")
+            images = resize_uint8(torch.from_numpy(images), data_size).numpy()
         if group.is_main:
             extra = {
                 "synthetic": True,

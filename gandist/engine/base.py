@@ -78,6 +78,12 @@ class Engine(ProcessGroup, abc.ABC):
     def _frozen_callable(self, name: NetName) -> torch.nn.Module:
         return self.net(name)
 
+    def penalty_net(self, name: NetName) -> torch.nn.Module:
+        """The network to call for a forward whose input gradient a penalty takes with
+        ``torch.autograd.grad(create_graph=True)``; its parameter gradients reach the next
+        ``backward(loss, name)`` like those of ``net(name)``."""
+        return self.net(name)
+
     def no_sync(self, name: NetName) -> contextlib.AbstractContextManager:
         """Context that skips gradient all-reduce (accumulation micro-steps before the last)."""
         return contextlib.nullcontext()

@@ -204,6 +204,13 @@ class ZeroEngine(Engine):
         # so its forward needs none of the engine's bookkeeping.
         return self._engines[name].module
 
+    def penalty_net(self, name: NetName) -> nn.Module:
+        # The precision wrapper without the DeepSpeed engine: the engine hooks the outputs of its
+        # forward to run its backward prologue/epilogue, and an autograd.grad through them ran
+        # the epilogue early and broke ZeRO-2's gradient buckets ("IndexError" in reduce_ipg_grads).
+        # The parameters are the same, so the penalty's gradients join the engine's backward.
+        return self._engines[name].module
+
     # One optimisation step ----------------------------------------------------------------------
     def backward(self, loss: torch.Tensor, name: NetName) -> None:
         self._engines[name].backward(loss)

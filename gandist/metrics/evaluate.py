@@ -177,7 +177,14 @@ def compute_metrics(
                     )
                 out[f"fid_class_{c}"] = M.fid(real_c, fake_c)
                 per.append(out[f"fid_class_{c}"])
+                # Per class, recall shows a class collapsed to one prototype even when the
+                # other classes hide it in the overall figure.
+                if min(len(real_c), len(fake_c)) > pr_k:
+                    out[f"precision_class_{c}"], out[f"recall_class_{c}"] = M.precision_recall(real_c, fake_c, k=pr_k)
             out["fid_class_mean"] = float(np.mean(per))
+            recalls = [out[f"recall_class_{c}"] for c in range(num_classes) if f"recall_class_{c}" in out]
+            if recalls:
+                out["recall_class_min"] = min(recalls)
     return out
 
 

@@ -1,37 +1,43 @@
-"""DCGAN (Radford et al., 2015) for square images whose side is a power of two >= 8."""
+"""DCGAN (Radford et al., 2015) for square images of any side ``base * 2**k`` (see ``sizes``).
+
+G: ``z * embed(y)`` -> linear -> ``base x base`` feature map -> k doubling stages (transposed
+conv 4x4, stride 2), the last one to the image. D mirrors it: k halving stages (conv 4x4,
+stride 2) down to ``base x base``, minibatch standard deviation, a projection head.
+"""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
-from gandist.models.layers import LabelConcat, MinibatchStd, ProjectionHead, dcgan_init
+from gandist.models.layers import LabelScale, MinibatchStd, ProjectionHead, dcgan_init
+from gandist.models.sizes import stage_plan
 
 
-def _num_blocks(image_size: int) -> int:
-    blocks = int(math.log2(image_size)) - 2
-    if image_size < 8 or 2 ** (blocks + 2) != image_size:
-        raise ValueError(f"dcgan: image size must be a power of two >= 8, got {image_size} (set data.image_size)")
-    return blocks
+def _plan(image_size: int) -> tuple[int, int]:
+    plan = stage_plan(image_size)
+    if plan is None:
+        from gandist.models.sizes import supported_sizes
+
+        raise ValueError(f"dcgan: cannot make {image_size}x{image_size} images (set data.image_size to one of "
+                         f"{', '.join(map(str, supported_sizes()))})")
+    return plan
 
 
 class Generator(nn.Module):
     def __init__(self, image_size: int, channels: int, z_dim: int, width: int, num_classes: int = 0):
         super().__init__()
-        blocks = _num_blocks(image_size)
+        base, doublings = _plan(image_size)
         self.z_dim = z_dim
         self.num_classes = num_classes
-        self.cond = LabelConcat(num_classes, z_dim)
-        ch = width * 2 ** (blocks - 1)
-        layers: list[nn.Module] = [
-            # B x (z + emb) x 1 x 1 -> B x ch x 4 x 4
-            nn.ConvTranspose2d(z_dim + self.cond.extra_dim, ch, 4, 1, 0, bias=False),
-            nn.BatchNorm2d(ch),
-            nn.ReLU(True),
-        ]
-        for _ in range(blocks - 1):  # each doubles the side, halves the channels
+        self.base = base
+        self.cond = LabelScale(num_classes, z_dim)
+        ch = width * 2 ** (doublings - 1)  # channels halve at each doubling; the last stage makes the image
+        self.first_channels = ch
+        # B x z -> B x (ch * base * base): a linear layer reaches any base, a 4x4 transposed conv only 4.
+        self.first = nn.Sequential(nn.Linear(z_dim, ch * base * base, bias=False), nn.BatchNorm1d(ch * base * base), nn.ReLU(True))
+        layers: list[nn.Module] = []
+        for _ in range(doublings - 1):
             layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
             ch //= 2
         layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1), nn.Tanh()]
@@ -39,23 +45,23 @@ class Generator(nn.Module):
         self.apply(dcgan_init)
 
     def forward(self, z_bz: torch.Tensor, y_b: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.cond(z_bz, y_b)
-        return self.net(h[:, :, None, None])
+        h = self.first(self.cond(z_bz, y_b))
+        return self.net(h.view(-1, self.first_channels, self.base, self.base))
 
 
 class Discriminator(nn.Module):
     def __init__(self, image_size: int, channels: int, width: int, num_classes: int = 0, minibatch_std: bool = True):
         super().__init__()
-        blocks = _num_blocks(image_size)
+        base, halvings = _plan(image_size)
         ch = width
         # No norm on the first layer (DCGAN): it would erase the input's own statistics.
         layers: list[nn.Module] = [nn.Conv2d(channels, ch, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        for _ in range(blocks - 1):
+        for _ in range(halvings - 1):
             layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True)]
             ch *= 2
-        self.features = nn.Sequential(*layers)  # B x ch x 4 x 4
+        self.features = nn.Sequential(*layers)  # B x ch x base x base
         self.mbstd = MinibatchStd() if minibatch_std else nn.Identity()
-        self.head = ProjectionHead((ch + int(minibatch_std)) * 16, num_classes)
+        self.head = ProjectionHead((ch + int(minibatch_std)) * base * base, num_classes)
         self.apply(dcgan_init)
 
     def forward(self, x_bchw: torch.Tensor, y_b: torch.Tensor | None = None) -> torch.Tensor:
