@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine_worker import ToyD, ToyG, run_workers
+from engine_worker import run_workers
 
 COMMON = ["train.steps=4", "train.batch_size=16", "optim.lr_g=1e-3", "optim.lr_d=1e-3"]
 PENALTIES = {
