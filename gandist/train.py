@@ -6,7 +6,6 @@ written to disk goes through ``logger`` (rank zero) and ``TrainingState.save`` (
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from dataclasses import dataclass
@@ -16,21 +15,16 @@ from typing import Any
 import torch
 
 from gandist import preemption
-from gandist.augment import FAKE_IN_D, FAKE_IN_G, REAL_IN_D, REAL_IN_G, Augmenter
 from gandist.checkpoint import Checkpointer
 from gandist.config import Config
 from gandist.engine import Engine, build_engine
 from gandist.errors import EXIT_OK, EXIT_PREEMPTED, DataError, TrainingDiverged
-from gandist.grid import to_unit_range
 from gandist.latents import LatentSampler, fixed_noise
 from gandist.logger import RunLogger, RunningMeans, StepStats
-from gandist.losses import get_loss
+from gandist.gan_objective import GanObjective
 from gandist.models import ModelSpec, build_models, model_spec
 from gandist.optim import build_optimizers, lr_factor
-from gandist.regularizers import Regularization
 from gandist.training_state import TrainingState
-
-
 
 
 @dataclass
@@ -46,11 +40,9 @@ class Run:
     logger: RunLogger
     checkpointer: Checkpointer
     latents: LatentSampler
-    augment: Augmenter  # DiffAugment/ADA in front of D (the identity when augment.policy is empty)
-    reg: Regularization  # reg.* penalties added to D's and G's losses
+    objective: Any  # the D and G updates of one step: GanObjective, or SemisupObjective (train.objective=semisup)
     dataset_info: Any = None  # gandist.data.DatasetInfo of the real data (metrics compare against it)
     best_fid: float = float("inf")  # of ckpt/best, restored on resume
-    objective: Any = None  # gandist.semisup.objective.SemisupObjective when train.objective=semisup
 
     @property
     def step(self) -> int:
@@ -88,12 +80,11 @@ def train(cfg: Config, run_dir: Path) -> int:
 
 def train_loop(run: Run) -> int:
     cfg, logger = run.cfg, run.logger
-    loss_fn = get_loss(cfg.loss.name) if run.objective is None else None
     fixed_z, fixed_y = fixed_noise(cfg.log.num_grid_images, run.spec.z_dim, run.spec.num_classes, cfg.train.seed, run.engine.device)
     means, last_log_time = RunningMeans(), time.perf_counter()
 
     while run.step < run.total_steps:
-        stats = train_step(run, loss_fn)
+        stats = train_step(run)
         means.add(stats)
         logger.advance()
 
@@ -134,15 +125,10 @@ def is_due(run: Run, every_steps: int) -> bool:
 # Phases of one step ---------------------------------------------------------------------------
 
 
-def train_step(run: Run, loss_fn) -> StepStats:
+def train_step(run: Run) -> StepStats:
     """One D update (with the regularization phase "Dreg" folded in when due), one G update, the EMA."""
     set_learning_rates(run)
-    if run.objective is not None:  # semi-supervised: D also learns the labelled classes
-        stats = run.objective.discriminator_step(run)
-        stats["loss/G"] = run.objective.generator_step(run)
-    else:
-        stats, reals = discriminator_step(run, loss_fn)
-        stats.update(generator_step(run, loss_fn, reals))
+    stats = run.objective.update(run)  # GanObjective, or SemisupObjective for train.objective=semisup
     update_ema(run)
     run.state.step += 1
     return stats
@@ -153,89 +139,6 @@ def stop_flags(run: Run, stats: StepStats) -> tuple[bool, bool]:
     finite = bool(torch.isfinite(torch.stack(list(stats.values()))).all())
     diverged, stop = run.engine.any_true([not finite, preemption.stop_requested()])
     return diverged, stop
-
-
-Reals = list  # [(real images B x C x H x W in [-1, 1], labels B or None)] per micro-batch
-
-
-def discriminator_step(run: Run, loss_fn) -> tuple[StepStats, Reals]:
-    """One D update on real batches vs generated ones (G's output detached), both seen through
-    the augmentation; the reg.* terms join the loss before its one backward (under DDP a
-    separate backward of a gradient penalty would not be all-reduced, PyTorch issue 63929).
-    Returns the statistics and the real micro-batches (G's relativistic loss compares with them)."""
-    engine, accum, step, aug = run.engine, run.cfg.train.grad_accum, run.step, run.augment
-    g, d, d_for_penalty = engine.net("G"), engine.net("D"), engine.penalty_net("D")
-    total = torch.zeros(3, device=engine.device)  # D loss, mean D(real), mean D(fake) as probabilities
-    reg_sums: dict[str, torch.Tensor] = {}
-    reals: Reals = []
-    real_logits_all, logit_means = [], torch.zeros(2, device=engine.device)  # for ADA and LeCam
-    for micro in range(accum):
-        real_u8, labels = next(run.batches)
-        real = to_unit_range(real_u8.to(engine.device, non_blocking=True))
-        labels = labels.to(engine.device, non_blocking=True) if run.spec.num_classes else None
-        reals.append((real, labels))
-        z, fake_labels = sample_latents(run, phase=0, micro=micro)
-
-        def seen_by(net, stream, micro=micro):  # D as the loss sees it: augmentation in front
-            return lambda x, y: net(aug(x, step, stream, micro), y)
-
-        d_real, d_fake = seen_by(d, REAL_IN_D), seen_by(d, FAKE_IN_D)
-
-        with engine.no_sync("D") if micro < accum - 1 else contextlib.nullcontext():
-            with engine.autocast():
-                with torch.no_grad():
-                    fake = g(z, fake_labels)
-                real_logits = d_real(real, labels)
-                fake_logits = d_fake(fake, fake_labels)
-                loss = loss_fn.d_loss(real_logits.float(), fake_logits.float())
-                # "Dreg": the reg.* terms due at this step, added to the loss of the one backward.
-                terms = run.reg.d_terms(seen_by(d_for_penalty, REAL_IN_D), seen_by(d_for_penalty, FAKE_IN_D), step, micro,
-                                        real, labels, fake, fake_labels, real_logits, fake_logits)
-            engine.backward(loss + sum(terms.values()) if terms else loss, "D")
-        total += torch.stack([loss.detach(), torch.sigmoid(real_logits.detach().float()).mean(),
-                              torch.sigmoid(fake_logits.detach().float()).mean()])
-        for name, term in terms.items():
-            reg_sums[name] = reg_sums.get(name, 0) + term.detach() / accum
-        real_logits_all.append(real_logits.detach())
-        logit_means += torch.stack([real_logits.detach().float().mean(), fake_logits.detach().float().mean()]) / accum
-    engine.step("D")
-    total /= accum
-    stats = {"loss/D": total[0], "D/real": total[1], "D/fake": total[2], **reg_sums}
-    if aug.policy:
-        stats["augment/p"] = torch.tensor(aug.p, device=engine.device)
-        aug.observe_real_logits(torch.cat(real_logits_all), step + 1)  # ADA heuristic
-    run.reg.after_d_step(logit_means[0], logit_means[1])  # LeCam anchors
-    return stats, reals
-
-
-def generator_step(run: Run, loss_fn, reals: Reals) -> StepStats:
-    """One G update through a frozen D (no D gradients: under ZeRO-2 they would fire D's
-    gradient hooks and fail, DeepSpeed issue 4923). A relativistic loss also needs D on this
-    step's real images, computed without any gradient."""
-    engine, accum, step, aug = run.engine, run.cfg.train.grad_accum, run.step, run.augment
-    g = engine.net("G")
-    total = torch.zeros(2, device=engine.device)  # G loss, orthogonal regularization
-    with engine.frozen("D") as d:
-        for micro in range(accum):
-            z, fake_labels = sample_latents(run, phase=1, micro=micro)
-            with engine.no_sync("G") if micro < accum - 1 else contextlib.nullcontext():
-                with engine.autocast():
-                    fake_logits = d(aug(g(z, fake_labels), step, FAKE_IN_G, micro), fake_labels).float()
-                    real_logits = None
-                    if loss_fn.needs_real_in_g:
-                        real, labels = reals[micro]
-                        with torch.no_grad():
-                            real_logits = d(aug(real, step, REAL_IN_G, micro), labels).float()
-                    loss = loss_fn.g_loss(fake_logits, real_logits)
-                ortho = run.reg.g_term(engine.unwrap("G"))  # outside autocast: an fp32 Gram matrix
-                engine.backward(loss + ortho if ortho is not None else loss, "G")
-            total += torch.stack([loss.detach(), ortho.detach() if ortho is not None else torch.zeros((), device=engine.device)])
-    engine.step("G")
-    total /= accum
-    stats = {"loss/G": total[0]}
-    if run.cfg.reg.ortho_weight:
-        stats["reg/ortho"] = total[1]
-    return stats
 
 
 @torch.no_grad()
@@ -249,11 +152,6 @@ def update_ema(run: Run) -> None:
     # One multi-tensor kernel for all parameters instead of one small kernel each.
     torch._foreach_lerp_(ema_params, params, 1.0 - decay)
     torch._foreach_copy_(list(run.ema.buffers()), list(g.buffers()))
-
-
-def sample_latents(run: Run, phase: int, micro: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Noise and labels for one micro-batch of this rank (``phase`` 0: D step, 1: G step)."""
-    return run.latents.draw(run.engine.batch_size_per_rank, run.step, phase, micro)
 
 
 def set_learning_rates(run: Run) -> None:
@@ -315,7 +213,7 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
     spec = model_spec(cfg, info)
     g, d = build_models(cfg.model.name, spec)
     notes: list[str] = []  # printed once the logger exists
-    objective, stream_info = None, info
+    objective, stream_info = GanObjective(cfg, engine), info
     if cfg.train.objective == "semisup":
         from gandist.semisup import setup_semisup
 
@@ -340,7 +238,7 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
                   # The real data's own size: synth writes images of this size even when the run
                   # resized the data (data.image_size), so synthetic and real images match.
                   "data_image_size": info.image_size, "data_channels": info.channels}
-    if objective is not None:
+    if cfg.train.objective == "semisup":
         from gandist.semisup import model_info_extra
 
         model_info.update(model_info_extra(info))
@@ -356,10 +254,8 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
         logger.info(note)
     run = Run(cfg=cfg, run_dir=run_dir, engine=engine, spec=spec, state=state, batches=None, logger=logger,
               checkpointer=checkpointer, latents=LatentSampler(engine, spec.z_dim, spec.num_classes, cfg.train.seed),
-              augment=Augmenter(cfg.augment, engine, cfg.train.seed, cfg.train.batch_size),
-              reg=Regularization(cfg.reg, engine, cfg.train.seed, cfg.train.grad_accum), dataset_info=info,
-              objective=objective)
-    state.components.update(augment=run.augment, reg=run.reg)  # ADA's p, LeCam's anchors: in the checkpoint
+              objective=objective, dataset_info=info)
+    state.components.update(objective.components())  # e.g. ADA's p, LeCam's anchors: in the checkpoint
     best = checkpointer.read_best()
     if best and best.get("extractor") == cfg.eval.extractor:
         run.best_fid = float(best["fid"])

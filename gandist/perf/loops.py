@@ -115,7 +115,7 @@ def gandist_loop(model: str, spec: ModelSpec, batch: int, engine_kind: str, prec
     from gandist.engine.ddp import DDPEngine
     from gandist.engine.zero import ZeroEngine
     from gandist.latents import LatentSampler
-    from gandist.losses import get_loss
+    from gandist.gan_objective import GanObjective
     from gandist.train import Run, stop_flags, train_step
     from gandist.training_state import TrainingState
 
@@ -151,11 +151,11 @@ def gandist_loop(model: str, spec: ModelSpec, batch: int, engine_kind: str, prec
         batches = itertools.cycle([(images, labels)])
     state = TrainingState(engine=engine, ema=ema, stream=None, model_info={}, config_yaml="", total_steps=10**9)
     run = Run(cfg=cfg, run_dir=run_dir, engine=engine, spec=spec, state=state, batches=batches, logger=None,
-              checkpointer=None, latents=LatentSampler(engine, spec.z_dim, spec.num_classes, cfg.train.seed))
-    loss_fn = get_loss("nonsaturating")
+              checkpointer=None, latents=LatentSampler(engine, spec.z_dim, spec.num_classes, cfg.train.seed),
+              objective=GanObjective(cfg, engine))  # the default loss (nonsaturating), no augmentation or penalty
 
     def step():
-        stats = train_step(run, loss_fn)
+        stats = train_step(run)
         stop_flags(run, stats)  # the loop's per-step finite/preemption check (one all-reduce + sync)
 
     if engine_kind == "ddp":

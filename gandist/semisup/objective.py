@@ -145,6 +145,16 @@ class SemisupObjective:
         return group.world_size * feature_matching_loss(real_mean, fake_sum + others, len(fake) * group.world_size)
 
     # Called by the training loop (gandist.train) ---------------------------------------------------
+    def components(self) -> dict:
+        """Stateful parts that checkpoints keep (none: the labelled set is recorded in labelled.json)."""
+        return {}
+
+    def update(self, run) -> dict[str, torch.Tensor]:
+        """One D update, then one G update (the interface of ``gandist.gan_objective.GanObjective``)."""
+        stats = self.discriminator_step(run)
+        stats["loss/G"] = self.generator_step(run)
+        return stats
+
     def discriminator_step(self, run) -> dict[str, torch.Tensor]:
         from gandist.grid import to_unit_range
 
@@ -181,7 +191,7 @@ class SemisupObjective:
         if not self.gan_terms:
             return total
         g = engine.net("G")
-        with engine.frozen("D") as d:  # see gandist.train.generator_step for why D is frozen
+        with engine.frozen("D") as d:  # see GanObjective.generator_step for why D is frozen
             for micro in range(accum):
                 z, _ = run.latents.draw(engine.batch_size_per_rank, run.step, 1, micro)
                 with engine.no_sync("G") if micro < accum - 1 else contextlib.nullcontext():
