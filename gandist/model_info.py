@@ -12,9 +12,10 @@ from gandist.errors import CheckpointError
 
 #: Keys of model.json. An export adds ``step`` (the checkpoint's step).
 KEYS = {"model_name", "spec", "num_classes", "class_names"}
-OPTIONAL_KEYS = {"step", "data_image_size", "data_channels"}
+OPTIONAL_KEYS = {"step", "data_image_size", "data_channels", "objective", "semisup"}
 """``data_image_size``/``data_channels``: the real data's own shape (``synth`` writes that size
-when the run resized its data)."""
+when the run resized its data). ``objective``/``semisup``: a semi-supervised run's D and its
+classes (``{"num_classes": K, "class_names": [...]}``)."""
 
 
 def parse_model_info(text: str | bytes, where: str, allow_extra: bool = False) -> dict[str, Any]:
@@ -62,4 +63,12 @@ def parse_model_info(text: str | bytes, where: str, allow_extra: bool = False) -
         value = info.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1 << 20):
             raise CheckpointError(f"{where}: {key} must be an integer in [0, 2^20] (got {value!r:.100})")
+    if info.get("objective") not in (None, "gan", "semisup"):
+        raise CheckpointError(f"{where}: objective must be 'gan' or 'semisup' (got {info['objective']!r:.100})")
+    semisup = info.get("semisup")
+    if semisup is not None:
+        k, names = (semisup.get("num_classes"), semisup.get("class_names")) if isinstance(semisup, dict) else (None, None)
+        if (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1 << 20 or not isinstance(names, list)
+                or not all(isinstance(n, str) for n in names)):
+            raise CheckpointError(f"{where}: semisup must be an object with num_classes (integer >= 1) and class_names (strings)")
     return info

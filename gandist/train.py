@@ -213,11 +213,12 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
     spec = model_spec(cfg, info)
     g, d = build_models(cfg.model.name, spec)
     notes: list[str] = []  # printed once the logger exists
-    objective, stream_info = GanObjective(cfg, engine), info
     if cfg.train.objective == "semisup":
         from gandist.semisup import setup_semisup
 
         d, objective, stream_info = setup_semisup(cfg, run_dir, engine, info, spec, d, log=notes.append)
+    else:
+        objective, stream_info = GanObjective(cfg, engine), info
     ema = copy.deepcopy(g).eval().requires_grad_(False)
     engine.prepare({"G": g, "D": d}, build_optimizers(cfg, g, d))
     ema.to(engine.device)
