@@ -9,7 +9,9 @@ resumed run needs no RNG state. Each rank saves what the test compares to ``OUT/
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -55,6 +57,7 @@ def build_engine(cfg: Config, run_dir: Path):
 
 
 SEPARATOR = ":::"
+NATIVE_ABORT = "terminate called without an active exception"  # std::terminate in a C++ thread
 
 
 def main(argv: list[str]) -> int:
@@ -220,9 +223,18 @@ def run_workers(specs: list[tuple[Path, list[str], list[str]]], num_processes: i
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "launch" / "cpu_2proc.yaml"),
                "--num_processes", str(num_processes), "--main_process_port", str(free_port()), *worker]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    # PYTHONFAULTHANDLER: a rank killed by a native abort prints every thread's Python stack.
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 and NATIVE_ABORT in proc.stderr:
+        # A rank aborted inside native code (once in about 700 launches seen here, in a ZeRO run
+        # on gloo; never reproduced in 45 launches since): launch once more, and say so. A
+        # second abort, or any other failure, still fails the test.
+        warnings.warn(f"worker launch aborted natively; relaunching once. Its stderr:\n{proc.stderr[-4000:]}")
+        for out, _, _ in specs:
+            shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"worker failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     if proc.returncode != 0:
