@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from gandist import ema as ema_generator
 from gandist import preemption
 from gandist.checkpoint import Checkpointer
 from gandist.config import Config
@@ -99,9 +100,12 @@ def train_loop(run: Run) -> int:
         if is_due(run, cfg.log.every_steps):
             log_scalars(run, means, time.perf_counter() - last_log_time)
             means, last_log_time = RunningMeans(), time.perf_counter()
-        if is_due(run, cfg.log.sample_every_steps):
+        sample_due, eval_due = is_due(run, cfg.log.sample_every_steps), bool(cfg.eval.every_steps) and is_due(run, cfg.eval.every_steps)
+        if sample_due or eval_due or stop or is_due(run, cfg.checkpoint.every_steps):
+            refresh_ema_statistics(run)  # the EMA is about to be sampled, evaluated or saved
+        if sample_due:
             log_samples(run, fixed_z, fixed_y)
-        new_best = bool(cfg.eval.every_steps) and is_due(run, cfg.eval.every_steps) and evaluate(run)
+        new_best = eval_due and evaluate(run)
         if stop or new_best or is_due(run, cfg.checkpoint.every_steps):
             path = save_checkpoint(run)
             if new_best:
@@ -141,17 +145,14 @@ def stop_flags(run: Run, stats: StepStats) -> tuple[bool, bool]:
     return diverged, stop
 
 
-@torch.no_grad()
 def update_ema(run: Run) -> None:
-    """EMA of G's weights; buffers (BatchNorm statistics) are copied, not averaged."""
-    g = run.engine.unwrap("G")
     decay = run.cfg.train.ema_decay if run.step >= run.cfg.train.ema_start_step else 0.0
-    ema_params, params = list(run.ema.parameters()), [p.detach() for p in g.parameters()]
-    if params[0].dtype != ema_params[0].dtype:  # zero keeps bf16/fp16 working weights
-        params = [p.to(ema_params[0].dtype) for p in params]
-    # One multi-tensor kernel for all parameters instead of one small kernel each.
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-    torch._foreach_copy_(list(run.ema.buffers()), list(g.buffers()))
+    ema_generator.update_ema(run.ema, run.engine.unwrap("G"), decay)
+
+
+def refresh_ema_statistics(run: Run) -> None:
+    """BatchNorm statistics of the EMA generator, estimated for its own weights (``gandist.ema``)."""
+    ema_generator.refresh_batchnorm_stats(run.ema, run.spec.z_dim, run.spec.num_classes, run.cfg.train.seed, run.step, run.engine.device)
 
 
 def set_learning_rates(run: Run) -> None:

@@ -49,6 +49,9 @@ def test_short_run_writes_every_output(run, tmp_path):
     ckpt = d / "ckpt" / "step_00000006"
     model = load(ckpt / "model.pt")  # weights_only: tensors and plain data only
     assert set(model) == {"G", "D", "G_ema"}
+    # The EMA's BatchNorm statistics were estimated for its own weights, not copied from G.
+    stats = [k for k in model["G"] if k.endswith("running_mean")]
+    assert stats and all(not torch.equal(model["G"][k], model["G_ema"][k]) for k in stats)
     assert load(ckpt / "trainer.pt")["step"] == 6
     assert set(load(ckpt / "optim.pt")) == {"opt_G", "opt_D", "scaler"}
     assert json.loads((ckpt / "MANIFEST.json").read_text())["files"]["model.pt"]["bytes"] == (ckpt / "model.pt").stat().st_size
