@@ -13,7 +13,7 @@ run() { local s; s=$(date +%s); "${G[@]}" "$@" > "$WORK/$1.log" 2>&1; echo "$(( 
 run shards make --builtin digits --split train --out data/digits-train
 run shards make --builtin digits --split test --out data/digits-test
 run train --run-dir runs/digits data.path=data/digits-train log.progress=false
-run synth --run-dir runs/digits --per-class 200 --out data/digits-synth
+run synth --run-dir runs/digits --per-class 2000 --out data/digits-synth
 run classify --train data/digits-train --test data/digits-test --synthetic data/digits-synth \
     --protocol real,cas,lowdata --seeds 3 --out reports/digits
 run eval --run-dir runs/digits metrics.classifier=reports/digits/domain_classifier.safetensors

@@ -122,6 +122,7 @@ def train_one(argv: list[str]):
         z_r = z_all.view(engine.world_size, accum, b, -1)[engine.rank]
         # D step: G frozen by no_grad. Losses recorded as the mean over micro-batches.
         sum_d = sum_g = 0.0
+        logit_means = torch.zeros(2)  # mean D(real), mean D(fake) over the micro-batches (LeCam)
         for m in range(accum):
             with engine.no_sync("D") if m < accum - 1 else _null():
                 with engine.autocast():
@@ -134,7 +135,7 @@ def train_one(argv: list[str]):
                 engine.backward(loss_d + sum(terms.values()) if terms else loss_d, "D")
             sum_d += loss_d.detach().float() / accum
             means = torch.stack([real_logits.detach().float().mean(), fake_logits.detach().float().mean()]) / accum
-            logit_means = means if m == 0 else logit_means + means
+            logit_means = logit_means.to(means.device) + means
         engine.step("D")
         reg.after_d_step(logit_means[0], logit_means[1])
         # G step: D's parameters frozen (docs/library_notes.md, note 2).

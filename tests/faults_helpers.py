@@ -113,3 +113,29 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# Slurm jobs (tests/test_slurm_jobs.py, tests/test_run_lock.py) --------------------------------
+
+
+def submit_job(args: list[str], extra_env: dict[str, str] | None = None) -> str:
+    """``sbatch --parsable ARGS`` from the repository; returns the job id."""
+    submit = subprocess.run(["sbatch", "--parsable", *args], cwd=REPO, env=env(**(extra_env or {})), capture_output=True, text=True)
+    assert submit.returncode == 0, submit.stderr
+    return submit.stdout.strip().split(";")[0]
+
+
+def job_field(job_id: str, name: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    m = re.search(rf"\b{name}=(\S+)", out)
+    return m.group(1) if m else ""
+
+
+def wait_for_requeued_job(job: str, log: Path) -> str:
+    """Wait until ``job`` has requeued itself once and then completed; returns its output log."""
+    wait_for(lambda: job_field(job, "Restarts") == "1", 120, "the job to requeue itself")
+    wait_for(lambda: job_field(job, "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), 300,
+             "the requeued job to finish")
+    text = log.read_text()
+    assert job_field(job, "JobState") == "COMPLETED", text[-4000:]
+    return text

@@ -19,7 +19,8 @@ def _true_stats(g, z, y) -> list[tuple[torch.Tensor, torch.Tensor]]:
     layer normalising with that batch's statistics: what the running statistics should estimate."""
     seen = []
     probe = copy.deepcopy(g).train()
-    handles = [m.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0])) for m in _norms(probe)]
+    for m in _norms(probe):  # the probe is thrown away: no need to remove the hooks
+        m.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
     with torch.no_grad():
         probe(z, y)
     dims = lambda x: [d for d in range(x.dim()) if d != 1]  # noqa: E731

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from faults_helpers import REPO, TINY, env, wait_for
+from faults_helpers import REPO, TINY, env, submit_job, wait_for, wait_for_requeued_job
 from gandist.errors import EXIT_BAD_INPUT
 from gandist.run_lock import LOCK_FILE, RunDirBusy, RunLock
 
@@ -164,7 +164,6 @@ def test_requeued_slurm_job_takes_over_the_lock_its_first_run_left_on_another_no
     """On the local Slurm: the job's first run leaves a fresh lock as if from a node that died, then
     requeues itself (as Slurm does after a node failure); the restarted job takes the lock over."""
     from conftest import require_slurm
-    from test_slurm_jobs import job_field
 
     require_slurm()
     run_dir, log = tmp_path / "run", tmp_path / "job.out"
@@ -183,16 +182,9 @@ run = pathlib.Path("{run_dir}"); run.mkdir(parents=True, exist_ok=True)
 fi
 exec {sys.executable} -m gandist train --run-dir {run_dir} {' '.join(TINY)} train.steps=2
 """)
-    submit = subprocess.run(["sbatch", "--parsable", "--requeue", f"--output={log}", "--open-mode=append", "--time=10",
-                             "--export=ALL", str(script)], cwd=REPO, env=env(), capture_output=True, text=True)
-    assert submit.returncode == 0, submit.stderr
-    job = submit.stdout.strip().split(";")[0]
+    job = submit_job(["--requeue", f"--output={log}", "--open-mode=append", "--time=10", "--export=ALL", str(script)])
     try:
-        wait_for(lambda: job_field(job, "Restarts") == "1", 120, "the job to requeue itself")
-        wait_for(lambda: job_field(job, "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), 300,
-                 "the requeued job to finish")
-        text = log.read_text()
-        assert job_field(job, "JobState") == "COMPLETED", text[-4000:]
+        text = wait_for_requeued_job(job, log)
     finally:
         subprocess.run(["scancel", job], capture_output=True)
     assert "first run: lock planted" in text

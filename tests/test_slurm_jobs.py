@@ -11,7 +11,9 @@ import sys
 
 import pytest
 
-from faults_helpers import NUM_STEPS, REPO, TINY, assert_same_weights, env, latest_step, reference_run, wait_for
+from faults_helpers import (
+    NUM_STEPS, REPO, TINY, assert_same_weights, latest_step, reference_run, submit_job, wait_for, wait_for_requeued_job,
+)
 from conftest import require_slurm
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -22,33 +24,19 @@ def _slurm():
     require_slurm()  # skips without a controller; under CI=true fails instead
 
 
-def job_field(job_id: str, name: str) -> str:
-    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-    m = re.search(rf"\b{name}=(\S+)", out)
-    return m.group(1) if m else ""
-
-
 def test_usr1_checkpoints_requeues_and_resumes_to_the_uninterrupted_result(tmp_path_factory):
     reference = reference_run(tmp_path_factory.getbasetemp())
     work = tmp_path_factory.mktemp("slurm-job")
     run_dir, log = work / "run", work / "job.out"
-    submit = subprocess.run(
-        ["sbatch", "--parsable", f"--output={log}", "--time=10", "--export=ALL",
-         str(REPO / "slurm" / "train_single_node.sbatch"), "--run-dir", str(run_dir), *TINY, f"train.steps={NUM_STEPS}"],
-        cwd=REPO, env=env(GANDIST_PYTHON=sys.executable, GANDIST_PROCS_PER_NODE="2"), capture_output=True, text=True,
-    )
-    assert submit.returncode == 0, submit.stderr
-    job = submit.stdout.strip().split(";")[0]
+    job = submit_job([f"--output={log}", "--time=10", "--export=ALL", str(REPO / "slurm" / "train_single_node.sbatch"),
+                      "--run-dir", str(run_dir), *TINY, f"train.steps={NUM_STEPS}"],
+                     {"GANDIST_PYTHON": sys.executable, "GANDIST_PROCS_PER_NODE": "2"})
     try:
         # Wait until both ranks train (rank 0 prints the start line after the collective setup,
         # by which time every rank has its handler), then send the notice as Slurm would.
         wait_for(lambda: log.exists() and f"-> {NUM_STEPS}" in log.read_text(), 240, "the job's training to start")
         subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
-        wait_for(lambda: job_field(job, "Restarts") == "1", 120, "the job to requeue itself")
-        wait_for(lambda: job_field(job, "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), 300,
-                 "the requeued job to finish")
-        text = log.read_text()
-        assert job_field(job, "JobState") == "COMPLETED", text[-4000:]
+        text = wait_for_requeued_job(job, log)
     finally:
         subprocess.run(["scancel", job], capture_output=True)
 

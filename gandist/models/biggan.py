@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gandist.errors import ConfigError
-from gandist.models.blocks import DBlock, GBlock, SelfAttention, VectorConditionalBatchNorm2d, add_spectral_norm, orthogonal_init, stage_widths
-from gandist.models.layers import MinibatchStd, ProjectionHead
+from gandist.models import resnet
+from gandist.models.blocks import GBlock, SelfAttention, VectorConditionalBatchNorm2d, add_spectral_norm, orthogonal_init, stage_widths
 from gandist.models.sizes import check_attention_resolution, check_image_size
 
 NAME = "biggan"
@@ -87,32 +87,11 @@ class Generator(nn.Module):
         return layer(h) if layer is not None else h
 
 
-class Discriminator(nn.Module):
-    def __init__(self, image_size: int, channels: int, width: int, num_classes: int = 0, *,
-                 attention_resolution: int = 0, minibatch_std: bool = True, sn: bool = SPECTRAL_NORM_D):
-        super().__init__()
-        _, num_doublings = check_image_size(NAME, image_size)
-        check_attention_resolution(NAME, image_size, attention_resolution)
-        widths = stage_widths(width, num_doublings)
-        layers: list[nn.Module] = []
-        in_ch, side, attended = channels, image_size, False
-        for j in range(num_doublings, 0, -1):
-            layers.append(DBlock(in_ch, widths[j - 1], down=True, first=not layers))
-            in_ch, side = widths[j - 1], side // 2
-            if attention_resolution and not attended and side <= attention_resolution:
-                layers.append(SelfAttention(in_ch))
-                attended = True
-        layers.append(DBlock(in_ch, widths[0], down=False, first=False))
-        self.blocks = nn.Sequential(*layers)
-        self.mbstd = MinibatchStd() if minibatch_std else nn.Identity()
-        self.head = ProjectionHead(widths[0] + int(minibatch_std), num_classes)
-        self.apply(orthogonal_init)
-        if sn:  # after the init: see add_spectral_norm
-            add_spectral_norm(self)
-
-    def forward(self, x_bchw: torch.Tensor, y_b: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.mbstd(F.relu(self.blocks(x_bchw)))                     # B x C x base x base
-        return self.head(h.sum(dim=(2, 3)), y_b)
+def Discriminator(image_size: int, channels: int, width: int, num_classes: int = 0, *,
+                  attention_resolution: int = 0, minibatch_std: bool = True, sn: bool = SPECTRAL_NORM_D) -> nn.Module:
+    """BigGAN's D: the residual D of ``resnet`` with self-attention and orthogonal initial weights."""
+    return resnet.Discriminator(image_size, channels, width, num_classes, minibatch_std=minibatch_std, sn=sn,
+                                attention_resolution=attention_resolution, init=orthogonal_init, model_name=NAME)
 
 
 def build(spec) -> tuple[nn.Module, nn.Module]:

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gandist.models.blocks import ClassConditionalBatchNorm2d, DBlock, GBlock, add_spectral_norm, stage_widths, xavier_init
+from gandist.models.blocks import ClassConditionalBatchNorm2d, DBlock, GBlock, SelfAttention, add_spectral_norm, stage_widths, xavier_init
 from gandist.models.layers import MinibatchStd, ProjectionHead
-from gandist.models.sizes import check_image_size
+from gandist.models.sizes import check_attention_resolution, check_image_size
 
 NAME = "resnet"
 SPECTRAL_NORM_D = True
@@ -52,21 +52,30 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
+    """Residual down-blocks to base x base, one more block, global sum pooling, projection head.
+    ``biggan``'s D is this one with self-attention at ``attention_resolution`` and orthogonal
+    initial weights."""
+
     def __init__(self, image_size: int, channels: int, width: int, num_classes: int = 0, *,
-                 minibatch_std: bool = True, sn: bool = SPECTRAL_NORM_D):
+                 minibatch_std: bool = True, sn: bool = SPECTRAL_NORM_D, attention_resolution: int = 0,
+                 init=xavier_init, model_name: str = NAME):
         super().__init__()
-        _, num_doublings = check_image_size(NAME, image_size)
+        _, num_doublings = check_image_size(model_name, image_size)
+        check_attention_resolution(model_name, image_size, attention_resolution)
         widths = stage_widths(width, num_doublings)             # widths[j]: channels at side base * 2**j
-        blocks = []
-        in_ch = channels
+        blocks: list[nn.Module] = []
+        in_ch, side, attended = channels, image_size, False
         for j in range(num_doublings, 0, -1):                   # side base*2**j -> base*2**(j-1)
             blocks.append(DBlock(in_ch, widths[j - 1], down=True, first=not blocks))
-            in_ch = widths[j - 1]
+            in_ch, side = widths[j - 1], side // 2
+            if attention_resolution and not attended and side <= attention_resolution:
+                blocks.append(SelfAttention(in_ch))  # at the first feature map at most that side
+                attended = True
         blocks.append(DBlock(in_ch, widths[0], down=False, first=False))
         self.blocks = nn.Sequential(*blocks)
         self.mbstd = MinibatchStd() if minibatch_std else nn.Identity()
         self.head = ProjectionHead(widths[0] + int(minibatch_std), num_classes)
-        self.apply(xavier_init)
+        self.apply(init)
         if sn:  # after the init: see add_spectral_norm
             add_spectral_norm(self)
 
