@@ -85,7 +85,7 @@ class ModelConfig:
     """Generator/discriminator pair from the model registry: dcgan, mlp, resnet, biggan, r3 (see docs/models.md)."""
     conditional: bool = True
     """Class-conditional G and D (needs labelled data); the default, since users make labelled synthetic data."""
-    z_dim: int = 64
+    z_dim: int = 256
     """Length of the latent noise vector (conditional dcgan: multiplied by a class embedding of this length)."""
     g_width: int = 64
     """Generator width: channels of its widest conv layer (dcgan; resnet/biggan/r3: of the stages up to 32 px, halved per doubling beyond) or hidden units / 8 (mlp)."""
