@@ -52,3 +52,5 @@ def test_bench_bad_input_exits_2(run):
     assert res.returncode == 2 and "--models: unknown nosuchmodel" in res.stderr
     res = run("bench", "--device", "cpu", "--variants", "ddp_fp64")
     assert res.returncode == 2 and "--variants: unknown ddp_fp64" in res.stderr
+    res = run("bench", "--device", "cpu", "--biggan-sizes", "64,big")
+    assert res.returncode == 2 and "--biggan-sizes: comma-separated integers" in res.stderr

@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
         description=(
             "Time gandist's training step under each engine and precision against a plain PyTorch loop of the "
             "same G and D, in alternating rounds in one process, for every registered model (and biggan at "
-            "64 and 128 when registered); then the same step fed from block shards and from the device cache "
+            "64 and 128 when registered, --biggan-sizes); then the same step fed from block shards and from the device cache "
             "against in-memory batches. Writes benchmarks/results/<date>-<device>.json (or --out) and prints "
             "the ratios."
         ),
@@ -31,6 +31,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="where to run (default: cuda when torch sees a GPU)")
     p.add_argument("--models", type=_csv, default=None, help="comma-separated model names (default: every registered model)")
     p.add_argument("--image-size", type=int, default=32, help="image side in pixels (default 32)")
+    p.add_argument("--biggan-sizes", type=_csv, default=["64", "128"],
+                   help="further image sides biggan is measured at (default 64,128; '' for none)")
     p.add_argument("--width", type=int, default=64, help="model.g_width and model.d_width (default 64)")
     p.add_argument("--batch", type=int, default=0, help="images per step (default: 256 on cuda, 64 on cpu)")
     p.add_argument("--steps", type=int, default=0, help="steps per timed round (default: 20 on cuda, 5 on cpu)")
@@ -68,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
         if value < low:
             raise BadInputError(f"{name}: must be >= {low}, got {value}")
     unknown = [m for m in (args.models or []) if m not in available_models()]
+    try:
+        biggan_sizes = tuple(int(v) for v in args.biggan_sizes)
+    except ValueError:
+        raise BadInputError(f"--biggan-sizes: comma-separated integers expected, got {','.join(args.biggan_sizes)!r}") from None
+    if any(s < 8 for s in biggan_sizes):
+        raise BadInputError(f"--biggan-sizes: each side must be >= 8, got {','.join(args.biggan_sizes)}")
     if unknown:
         raise BadInputError(f"--models: unknown {', '.join(unknown)}; registered: {', '.join(available_models())}")
     bad = [v for v in (args.variants or []) if v not in VARIANTS]
@@ -78,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if cuda and not torch.cuda.is_available():
         raise BadInputError("--device cuda: torch sees no GPU")
     bench_args = BenchArgs(
-        device=args.device, models=args.models, image_size=args.image_size, width=args.width,
+        device=args.device, models=args.models, image_size=args.image_size, big_sizes=biggan_sizes, width=args.width,
         batch=args.batch or (256 if cuda else 64), steps=args.steps or (20 if cuda else 5), rounds=args.rounds,
         warmup=args.warmup, variants=args.variants, compile=args.compile, pipeline=not args.no_pipeline,
         pipeline_model=args.pipeline_model, pipeline_precision=args.pipeline_precision,
