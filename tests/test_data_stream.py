@@ -151,17 +151,48 @@ def test_resize_and_channels_in_loader(uneven):
     assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
 
 
-def _corrupt_one_png(root: Path, shard: str, nth: int) -> None:
-    """Overwrite the PNG bytes of the nth sample of a shard (same length: the tar stays valid)."""
+def _corrupt_one_png(root: Path, shard: str, nth: int, suffix: str = ".png") -> None:
+    """Overwrite the bytes of the nth member ending in ``suffix`` of a shard (a sample's PNG, or a
+    block's ``.imgs.npy``), keeping its length: the tar stays valid."""
     import tarfile
 
     path = root / shard
     data = bytearray(path.read_bytes())
     with tarfile.open(path) as tf:
-        pngs = [m for m in tf.getmembers() if m.name.endswith(".png")]
-        m = pngs[nth]
+        members = [m for m in tf.getmembers() if m.name.endswith(suffix)]
+        m = members[nth]
     data[m.offset_data: m.offset_data + m.size] = b"\x00" * m.size
     path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("fmt", ["png", "blocks"])
+def test_flips_and_bad_sample_copies_compose(tmp_path, fmt):
+    """With random_flip each image is the unflipped stream's image, mirrored where the batch's
+    flip draw says so: also a damaged sample's slot, which holds a copy of another sample (block
+    shards do the flip inside the gather, so the copy must be mirrored again when the slots differ)."""
+    from gandist.data.stream import _AUGMENT, _rng, flip_mask
+
+    root = write_uneven(tmp_path / "c", COUNTS, fmt=fmt, block_size=4)
+    _corrupt_one_png(root, "000002.tar", 1, ".png" if fmt == "png" else ".imgs.npy")
+    info = resolve_dataset(DataConfig(path=str(root)))
+
+    def batches(flip: bool):
+        s = build_stream(DataConfig(max_skipped_fraction=1.0, random_flip=flip, num_workers=0, mode="epoch"), info, batch_size_per_rank=8, rank=0,
+                         world_size=1, seed=5, image_size=0, channels=0)
+        it = iter(s)
+        out = [next(it)[0].numpy() for _ in range(6)]
+        return out, s.num_skipped
+
+    plain, skipped = batches(False)
+    flipped, _ = batches(True)
+    assert skipped >= 1
+    seen_mirrored = 0
+    for k, (a, b) in enumerate(zip(plain, flipped)):
+        mask = flip_mask(_rng(5, _AUGMENT, 0, 0, 0, k), len(a))  # epoch 0, rank 0, worker 0, batch k
+        for i in range(len(a)):
+            assert np.array_equal(b[i], a[i][..., ::-1] if mask[i] else a[i]), f"batch {k}, image {i}"
+            seen_mirrored += bool(mask[i]) and not np.array_equal(a[i], a[i][..., ::-1])
+    assert seen_mirrored >= 5
 
 
 def test_corrupt_sample_skipped_counted_and_threshold(tmp_path, caplog):

@@ -23,7 +23,7 @@ import torch
 
 from gandist.config import DataConfig
 from gandist.data.dataset import DatasetInfo, read_all
-from gandist.data.stream import _AUGMENT, _CHUNK, ImageStream, StreamPlan, _rng, _skip, worker_items
+from gandist.data.stream import _AUGMENT, _CHUNK, ImageStream, StreamPlan, _rng, _skip, flip_mask, worker_items
 
 
 def dataset_bytes(plan: StreamPlan) -> int:
@@ -133,7 +133,7 @@ class DeviceCachedStream(ImageStream):
         rng = _rng(plan.seed, _AUGMENT, epoch, plan.rank, worker, k)
         b, _, h, w = x.shape
         if plan.random_flip:
-            flipped = torch.from_numpy(np.flatnonzero(rng.random(b) < 0.5)).to(dev)
+            flipped = torch.from_numpy(np.flatnonzero(flip_mask(rng, b))).to(dev)
             x[flipped] = x[flipped].flip(-1)
         if plan.random_crop_pad:
             p = plan.random_crop_pad

@@ -252,9 +252,11 @@ def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int,
                     pending[0] = (ch, idx[need:])
                     need = 0
             num_pending -= B
-            x, y, n_bad, msgs = _assemble(plan, parts, last_good)
+            rng = _rng(plan.seed, _AUGMENT, epoch, plan.rank, worker, k) if plan.random_flip or plan.random_crop_pad else None
+            flip = flip_mask(rng, B) if plan.random_flip else None  # drawn first, as augment_batch_np does
+            x, y, n_bad, msgs = _assemble(plan, parts, last_good, flip)
             last_good = (x, y)
-            yield _finish(plan, x, y, epoch, worker, k), torch.from_numpy(y), n_bad, msgs
+            yield _finish(plan, x, rng), torch.from_numpy(y), n_bad, msgs
             k += 1
             if num_batches is not None and k >= num_batches:
                 return
@@ -262,25 +264,37 @@ def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int,
         raise AssertionError(f"worker {worker} of rank {plan.rank} ran out of samples at batch {k} of {num_batches}")
 
 
-def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_good) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
-    """Decode one batch: (x_bchw uint8 at the target size/channels, labels, num bad, messages)."""
+def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_good,
+              flip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """Decode one batch: (x_bchw uint8 at the target size/channels, labels, num bad, messages),
+    the images at the positions ``flip`` marks mirrored left-right."""
     size, ch = plan.image_size, plan.channels
     bad: list[int] = []
     msgs: list[str] = []
     b = sum(len(idx) for _, idx in parts)
     x = np.empty((b, ch, size, size), np.uint8)
+    flipped = flip if flip is not None else np.zeros(b, bool)
     if parts[0][0].blocks is not None:  # block shards: gather rows from the chunk's blocks
-        # Per block: its rows gathered (HWC, contiguous rows) and written into the batch with the
-        # layout change in the same copy: two passes per sample, as reading the block and
-        # transposing it would take anyway.
+        # Per block and flip: its rows gathered (HWC, contiguous rows) and written into the batch
+        # with the layout change, and the flip, in the same copy: two passes per sample, as
+        # reading the block and transposing it would take anyway (a separate flip pass cost
+        # 0.7 ms of 5 per 64 px batch of 256).
         y = np.empty(b, np.int64)
         pos = 0
         for c, idx in parts:
             part, row = c.part_of[idx], c.row_of[idx]
+            mirrored = flipped[pos: pos + len(idx)]
             for p in np.unique(part):
-                sel = np.flatnonzero(part == p)
                 block = c.blocks[p]
-                x[pos + sel] = 0 if block is None else block[row[sel]].transpose(0, 3, 1, 2)
+                for mirror in (False, True):
+                    sel = np.flatnonzero((part == p) & (mirrored == mirror))
+                    if not len(sel):
+                        continue
+                    if block is None:
+                        x[pos + sel] = 0
+                        continue
+                    rows_bhwc = block[row[sel]]
+                    x[pos + sel] = (rows_bhwc[:, :, ::-1] if mirror else rows_bhwc).transpose(0, 3, 1, 2)
             y[pos: pos + len(idx)] = c.labels[idx]
             if c.bad:
                 for j, i in enumerate(idx):
@@ -303,29 +317,38 @@ def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_goo
                     x[j], label = 0, -1
                 labels.append(label)
         y = np.asarray(labels, dtype=np.int64)
+        if flip is not None:
+            x[flipped] = x[flipped, :, :, ::-1]
     if bad:
         good = sorted(set(range(len(y))) - set(bad))
         if good:
             # Each bad slot takes the next good sample of the batch (cyclically): deterministic,
-            # and keeps the batch full so every rank still runs the same number of steps.
+            # and keeps the batch full so every rank still runs the same number of steps. The
+            # copy is mirrored again when the two slots' flips differ.
             for i in bad:
                 j = next((g for g in good if g > i), good[0])
-                x[i], y[i] = x[j], y[j]
+                x[i], y[i] = (x[j, :, :, ::-1] if flipped[i] != flipped[j] else x[j]), y[j]
         elif last_good is not None:
             x[:], y[:] = last_good[0], last_good[1]
+            x[flipped] = x[flipped, :, :, ::-1]
         else:
             raise DataError(f"every sample of a batch is unreadable, first: {msgs[0]}; run `gandist shards verify`")
     return x, y, len(bad), msgs
 
 
-def _finish(plan: StreamPlan, x_bchw: np.ndarray, y: np.ndarray, epoch: int, worker: int, k: int) -> torch.Tensor:
-    """uint8 BCHW batch (owned, contiguous) -> tensor with the seeded augmentation of batch ``k``.
-    Augmentation runs in numpy: torch's strided uint8 kernels measured ~20x slower here (and
-    would contend with the training loop's threads)."""
-    if plan.random_flip or plan.random_crop_pad:
-        rng = _rng(plan.seed, _AUGMENT, epoch, plan.rank, worker, k)
-        x_bchw = augment_batch_np(x_bchw, rng, plan.random_flip, plan.random_crop_pad)
+def _finish(plan: StreamPlan, x_bchw: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
+    """uint8 BCHW batch (owned, contiguous, flips already applied) -> tensor, randomly cropped
+    with ``rng`` (the batch's augmentation generator, its flip draw taken). Augmentation runs in
+    numpy: torch's strided uint8 kernels measured ~20x slower here (and would contend with the
+    training loop's threads)."""
+    if plan.random_crop_pad:
+        x_bchw = augment_batch_np(x_bchw, rng, False, plan.random_crop_pad)
     return torch.from_numpy(x_bchw)
+
+
+def flip_mask(rng: np.random.Generator, b: int) -> np.ndarray:
+    """Which of ``b`` images are mirrored: the first draw of a batch's augmentation generator."""
+    return rng.random(b) < 0.5
 
 
 def augment_batch_np(x: np.ndarray, rng: np.random.Generator, flip: bool, crop_pad: int) -> np.ndarray:
@@ -333,7 +356,7 @@ def augment_batch_np(x: np.ndarray, rng: np.random.Generator, flip: bool, crop_p
     whole uint8 BCHW batch (contiguous; modified in place where possible)."""
     b, c, h, w = x.shape
     if flip:
-        flipped = np.flatnonzero(rng.random(b) < 0.5)
+        flipped = np.flatnonzero(flip_mask(rng, b))
         x[flipped] = x[flipped, :, :, ::-1]
     if crop_pad:
         p = crop_pad

@@ -32,7 +32,16 @@ class DDPEngine(Engine):
         self._autocast_dtype = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[accelerator.mixed_precision]
 
     def prepare(self, nets, optimizers) -> None:
-        g, d, opt_g, opt_d = self.accelerator.prepare(nets["G"], nets["D"], optimizers["G"], optimizers["D"])
+        if self.world_size == 1:
+            # One process: Accelerate wraps a model in DDP whenever a process group exists (a
+            # one-process torchrun or accelerate launch, gandist bench's group for DeepSpeed), and
+            # a one-rank DDP only copies gradients into buckets, all-reduces them with itself and
+            # broadcasts BatchNorm buffers every forward: 4 % of a 32 px dcgan step on a CPU
+            # (benchmarks/results). The models just move to the device.
+            g, d = nets["G"].to(self.device), nets["D"].to(self.device)
+            opt_g, opt_d = self.accelerator.prepare(optimizers["G"], optimizers["D"])
+        else:
+            g, d, opt_g, opt_d = self.accelerator.prepare(nets["G"], nets["D"], optimizers["G"], optimizers["D"])
         self._nets = {"G": g, "D": d}
         # keep_fp32_wrapper=False takes Accelerate's per-forward autocast and fp32 output
         # conversion off the modules: the loop's own autocast() already covers every forward.
