@@ -229,8 +229,8 @@ def run_workers(specs: list[tuple[Path, list[str], list[str]]], num_processes: i
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0 and NATIVE_ABORT in proc.stderr:
-        # A rank aborted inside native code (once in about 700 launches seen here, in a ZeRO run
-        # on gloo; never reproduced in 45 launches since): launch once more, and say so. A
+        # A rank aborted inside native code (once in several hundred launches seen here, in a ZeRO run
+        # on gloo; not reproduced in 29 launches since): launch once more, and say so. A
         # second abort, or any other failure, still fails the test.
         warnings.warn(f"worker launch aborted natively; relaunching once. Its stderr:\n{proc.stderr[-4000:]}")
         for out, _, _ in specs:
