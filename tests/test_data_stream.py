@@ -97,6 +97,25 @@ def test_resampled_mode_same_seed_same_stream_ranks_differ(uneven):
     assert s.batches_per_epoch is None
 
 
+def _assert_resumes_exactly(make, ref: list, cut: int) -> dict:
+    """A stream from ``make()`` stopped after ``cut`` batches, saved and loaded into a new one,
+    goes on with exactly the batches ``ref[cut:]``; returns the saved state."""
+    s = make()
+    it = iter(s)
+    for _ in range(cut):
+        next(it)
+    state = s.state_dict()
+    s.close()
+    r = make()
+    r.load_state_dict(state)
+    it = iter(r)
+    for j in range(cut, len(ref)):
+        x, y = next(it)
+        assert torch.equal(x, ref[j][0]) and torch.equal(y, ref[j][1]), f"cut {cut}, batch {j}"
+    r.close()
+    return state
+
+
 @pytest.mark.parametrize("mode,workers", [("epoch", 0), ("resampled", 0), pytest.param("epoch", 2, marks=pytest.mark.slow)])
 def test_resume_continues_exactly(uneven, mode, workers):
     cfg = DataConfig(mode=mode, num_workers=workers, shuffle_buffer=6, random_flip=True, random_crop_pad=1)
@@ -110,20 +129,8 @@ def test_resume_continues_exactly(uneven, mode, workers):
     ref = [next(it) for _ in range(17)]  # crosses two epoch boundaries (6 batches per epoch)
     ref_stream.close()
     for cut in (0, 4, 6, 11):
-        s = make()
-        it = iter(s)
-        for _ in range(cut):
-            next(it)
-        state = s.state_dict()
-        s.close()
+        state = _assert_resumes_exactly(make, ref, cut)
         assert set(state) >= {"epoch", "batches_in_epoch", "seed", "num_skipped"}
-        r = make()
-        r.load_state_dict(state)
-        it = iter(r)
-        for j in range(cut, 17):
-            x, y = next(it)
-            assert torch.equal(x, ref[j][0]) and torch.equal(y, ref[j][1]), f"cut {cut}, batch {j}"
-        r.close()
 
 
 def test_loader_leaves_global_rng_alone(uneven):
@@ -291,16 +298,4 @@ def test_workers_with_unequal_batch_counts_keep_epochs_exact_and_resume(uneven):
         keys = [index_of(img) for x, _ in ref[9 * epoch: 9 * epoch + 9] for img in x.numpy()]
         assert len(set(keys)) == 45, f"epoch {epoch}: a sample repeated"
     for cut in (3, 9, 13):  # mid-round, epoch boundary, mid-round of the second epoch
-        s = make()
-        it = iter(s)
-        for _ in range(cut):
-            next(it)
-        state = s.state_dict()
-        s.close()
-        r = make()
-        r.load_state_dict(state)
-        it = iter(r)
-        for j in range(cut, 27):
-            x, y = next(it)
-            assert torch.equal(x, ref[j][0]) and torch.equal(y, ref[j][1]), f"cut {cut}, batch {j}"
-        r.close()
+        _assert_resumes_exactly(make, ref, cut)
