@@ -133,6 +133,34 @@ def test_resume_continues_exactly(uneven, mode, workers):
         assert set(state) >= {"epoch", "batches_in_epoch", "seed", "num_skipped"}
 
 
+def test_pooled_block_reads_give_the_same_batches_and_reuse_buffers(uneven_blocks):
+    # Block members read into recycled buffers: a buffer handed back while a chunk still gathers
+    # from it (a block cut by a chunk boundary is read by two chunks) would show here as batches
+    # that differ from reads into fresh memory. Chunks of 5 over blocks of 4 cut most blocks.
+    from gandist.data.buffers import ReadBufferPool
+    from gandist.data.stream import worker_batches
+
+    cfg = DataConfig(num_workers=0, shuffle_buffer=5, random_flip=True)
+    info = resolve_dataset(DataConfig(path=str(uneven_blocks)))
+    plan = build_stream(cfg, info, batch_size_per_rank=3, rank=0, world_size=1, seed=4, image_size=0, channels=0).plan
+    fresh = ReadBufferPool(min_bytes=1 << 62)  # never pools: every member gets new bytes
+    pooled = ReadBufferPool(min_bytes=1)
+    n = plan.batches_per_rank()
+    for epoch in range(3):
+        want = list(worker_batches(plan, epoch, 0, 0, n, pool=fresh))
+        got = list(worker_batches(plan, epoch, 0, 0, n, pool=pooled))
+        assert len(got) == len(want) == n
+        for j, ((xa, ya, *_), (xb, yb, *_)) in enumerate(zip(want, got)):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb), f"epoch {epoch}, batch {j}"
+    assert fresh.num_allocated == 0
+    blocks_per_epoch = sum(-(-c // 4) for c in COUNTS)  # 15
+    # At most two chunks are read but not used up at once, each holding parts of at most 4 blocks
+    # (5 samples can span a block's tail, the 1- and 2-sample shards and another block's head):
+    # every other read reuses a buffer.
+    assert 0 < pooled.num_allocated <= 8 < 3 * blocks_per_epoch
+    assert pooled.num_free <= 8
+
+
 def test_loader_leaves_global_rng_alone(uneven):
     torch.manual_seed(0)
     np.random.seed(0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import partial
 from typing import Iterator
 
 import numpy as np
@@ -15,6 +16,7 @@ from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
 from gandist.data import images as im
 from gandist.data import tarscan
+from gandist.data.buffers import ReadBufferPool
 from gandist.errors import DataError
 
 
@@ -38,16 +40,19 @@ class RawBlock:
     labels: np.ndarray | None  # n int64, None when unlabelled
     n: int
     error: str = ""
+    # The pooled buffer ``imgs`` views (iter_blocks with a pool), for the consumer to give back
+    # once no array views it; None when the images own their memory.
+    buffer: bytearray | None = None
 
 
-def _members(url: str, select) -> Iterator[tuple[str, str, bytes]]:
+def _members(url: str, select, buffer_for=None) -> Iterator[tuple[str, str, bytes | memoryview]]:
     """(key, ext, bytes) of the selected members of a tar at ``url`` (local path or ``pipe:``).
     Local uncompressed tars go through :mod:`gandist.data.tarscan` (a few times less Python per
-    member than ``tarfile``); anything else through webdataset's opener and tar iterator.
-    Errors propagate to the caller."""
+    member than ``tarfile``), which reads large members into ``buffer_for``'s views when given;
+    anything else through webdataset's opener and tar iterator. Errors propagate to the caller."""
     if "://" not in url and not url.startswith("pipe:") and tarscan.is_plain_tar(url):
         try:
-            for name, data in tarscan.iter_members(url, select):
+            for name, data in tarscan.iter_members(url, select, buffer_for):
                 key, ext = base_plus_ext(name)
                 if key is None:
                     continue
@@ -133,8 +138,16 @@ def raise_more_than_manifest(url: str, count: int) -> None:
                     "(re-create it with `gandist shards make`, or check it with `gandist shards verify`)")
 
 
-def iter_blocks(url: str, start: int, stop: int, block_size: int, count: int) -> Iterator[RawBlock]:
-    """Images [start, stop) of a block shard as block slices, covering exactly ``stop - start``."""
+def _image_buffer(pool: ReadBufferPool, name: str, size: int) -> memoryview | None:
+    # Only the images: labels are copied to int64 at once, so their bytes are never handed back.
+    return pool.take(size) if name.lower().endswith(".imgs.npy") else None
+
+
+def iter_blocks(url: str, start: int, stop: int, block_size: int, count: int,
+                pool: ReadBufferPool | None = None) -> Iterator[RawBlock]:
+    """Images [start, stop) of a block shard as block slices, covering exactly ``stop - start``.
+    With ``pool``, image members are read into its buffers and each block names its ``buffer``
+    (the caller gives it back to the pool when done with the images)."""
     first, last = start // block_size, (stop - 1) // block_size
     sel = _GroupCounter(first, last + 1)
     pos = start
@@ -152,12 +165,15 @@ def iter_blocks(url: str, start: int, stop: int, block_size: int, count: int) ->
             if labels is not None and len(labels) != len(imgs):
                 raise ValueError(f"block has {len(labels)} labels for {len(imgs)} images")
             sl = slice(a - lo_img, b - lo_img)
-            return RawBlock(url, key, imgs[sl], None if labels is None else labels[sl].astype(np.int64), b - a)
+            data = members["imgs.npy"]
+            buffer = data.obj if isinstance(data, memoryview) else None
+            return RawBlock(url, key, imgs[sl], None if labels is None else labels[sl].astype(np.int64), b - a,
+                            buffer=buffer)
         except Exception as e:  # noqa: BLE001 - a damaged block: its images are skipped and counted
             return RawBlock(url, key, None, None, b - a, error=f"block {key}: {type(e).__name__}: {e}")
 
     try:
-        for key, ext, data in _members(url, sel):
+        for key, ext, data in _members(url, sel, None if pool is None else partial(_image_buffer, pool)):
             if key != cur_key:
                 if cur_key is not None:
                     blk = emit(pos // block_size, cur_key, cur)
@@ -185,19 +201,22 @@ def iter_blocks(url: str, start: int, stop: int, block_size: int, count: int) ->
 _NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool]] = {}
 
 
-def load_npy(data: bytes) -> np.ndarray:
-    """``np.load(BytesIO(data), allow_pickle=False)`` as a read-only view of ``data`` (no copy)."""
-    fp = io.BytesIO(data)
+def load_npy(data: bytes | memoryview) -> np.ndarray:
+    """``np.load(BytesIO(data), allow_pickle=False)`` as a view of ``data`` (no copy; read-only
+    for ``bytes``, writable for a view of a ``bytearray``)."""
+    fp = io.BytesIO(bytes(data[:16]))  # the magic and the header length; only the header is copied
     version = np.lib.format.read_magic(fp)
     if version not in ((1, 0), (2, 0)):  # 3.0: utf-8 field names; rare, numpy reads it
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
     start = fp.tell()
-    header_len = int.from_bytes(data[start: start + (2 if version == (1, 0) else 4)], "little")
+    header_len = int.from_bytes(bytes(data[start: start + (2 if version == (1, 0) else 4)]), "little")
     end = start + (2 if version == (1, 0) else 4) + header_len
-    key = data[:end]
+    key = bytes(data[:end])
     parsed = _NPY_HEADERS.get(key)
     if parsed is None:
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        fp = io.BytesIO(key)
+        np.lib.format.read_magic(fp)
         shape, fortran, dtype = read_header(fp)  # numpy's own parser: validates the header dict
         if dtype.hasobject:
             raise ValueError("npy member holds Python objects (not allowed)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -35,6 +36,7 @@ import torch
 
 from gandist.config import DataConfig
 from gandist.data import images as im
+from gandist.data.buffers import ReadBufferPool
 from gandist.data.dataset import DatasetInfo
 from gandist.data.reader import RawBlock, RawSample, check_block_labels, decode_sample, iter_blocks, iter_samples
 from gandist.errors import DataError
@@ -140,16 +142,21 @@ class _Chunk:
     """Up to ``chunk_size`` consecutive samples of a worker's stream: raw per-image ``samples``, or
     (block shards) the chunk's ``blocks`` (HWC arrays at the training size; None for a damaged
     one) with each chunk position's block (``part_of``) and row in it (``row_of``), and all labels.
-    ``bad`` marks samples known to be unreadable."""
+    ``bad`` marks samples known to be unreadable. ``buffers``: the pooled read buffers this chunk
+    is the last user of (a block cut by a chunk boundary belongs to the later chunk), given back
+    once its last row is in a batch."""
 
     def __init__(self, samples: list[RawSample] | None = None, blocks: list[np.ndarray | None] | None = None,
                  part_of: np.ndarray | None = None, row_of: np.ndarray | None = None,
-                 labels: np.ndarray | None = None, bad: dict[int, str] | None = None, n: int = 0):
+                 labels: np.ndarray | None = None, bad: dict[int, str] | None = None, n: int = 0,
+                 buffers: list[bytearray] | None = None):
         self.samples, self.blocks, self.part_of, self.row_of = samples, blocks, part_of, row_of
         self.labels, self.bad, self.n = labels, bad or {}, n
+        self.buffers = buffers or []
 
 
-def _read_chunks(plan: StreamPlan, segments: Iterator[tuple[int, int, int]], size: int) -> Iterator[_Chunk]:
+def _read_chunks(plan: StreamPlan, segments: Iterator[tuple[int, int, int]], size: int,
+                 pool: ReadBufferPool | None = None) -> Iterator[_Chunk]:
     if plan.sample_format != "blocks":
         buf: list[RawSample] = []
         for s, a, b in segments:
@@ -164,16 +171,17 @@ def _read_chunks(plan: StreamPlan, segments: Iterator[tuple[int, int, int]], siz
     parts: list[RawBlock] = []
     have = 0
     for s, a, b in segments:
-        for blk in iter_blocks(plan.urls[s], a, b, plan.block_size, plan.counts[s]):
+        for blk in iter_blocks(plan.urls[s], a, b, plan.block_size, plan.counts[s], pool):
             while blk.n:
                 take = min(blk.n, size - have)
                 if take == blk.n:
                     head, blk = blk, RawBlock(blk.url, blk.key, None, None, 0)
-                else:
+                else:  # the rest, read by the next chunk, keeps the buffer
                     head = RawBlock(blk.url, blk.key, None if blk.imgs is None else blk.imgs[:take],
                                     None if blk.labels is None else blk.labels[:take], take, blk.error)
                     blk = RawBlock(blk.url, blk.key, None if blk.imgs is None else blk.imgs[take:],
-                                   None if blk.labels is None else blk.labels[take:], blk.n - take, blk.error)
+                                   None if blk.labels is None else blk.labels[take:], blk.n - take, blk.error,
+                                   blk.buffer)
                 parts.append(head)
                 have += head.n
                 if have == size:
@@ -210,12 +218,16 @@ def _blocks_chunk(parts: list[RawBlock], plan: StreamPlan) -> _Chunk:
         pos += p.n
     part_of = np.repeat(np.arange(len(parts)), sizes)
     row_of = np.arange(pos) - np.repeat(np.cumsum([0, *sizes[:-1]]), sizes)
-    return _Chunk(blocks=blocks, part_of=part_of, row_of=row_of, labels=np.concatenate(labels), bad=bad, n=pos)
+    buffers = [p.buffer for p in parts if p.buffer is not None]
+    return _Chunk(blocks=blocks, part_of=part_of, row_of=row_of, labels=np.concatenate(labels), bad=bad, n=pos,
+                  buffers=buffers)
 
 
-def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int, num_batches: int | None) -> Iterator[tuple]:
+def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int, num_batches: int | None,
+                   pool: ReadBufferPool | None = None) -> Iterator[tuple]:
     """Batches ``skip_batches``.. of one (rank, worker) stream: ``(img_bchw uint8, labels int64,
-    num_skipped, messages)``; ``num_batches`` None: infinite (resampled mode)."""
+    num_skipped, messages)``; ``num_batches`` None: infinite (resampled mode). ``pool``: where block
+    members are read into (pass one pool for all epochs of a worker, so its buffers stay warm)."""
     B = plan.batch_size
     C = plan.chunk_size or B
     start = skip_batches * B
@@ -231,7 +243,8 @@ def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int,
     pending: list[tuple[_Chunk, np.ndarray]] = []
     num_pending = 0
     last_good: tuple[np.ndarray, np.ndarray] | None = None
-    for ci, chunk in enumerate(_read_chunks(plan, segments, C), start=first_chunk):
+    pool = pool or ReadBufferPool()
+    for ci, chunk in enumerate(_read_chunks(plan, segments, C, pool), start=first_chunk):
         if plan.chunk_size:
             perm = _rng(plan.seed, _CHUNK, epoch, plan.rank, worker, ci).permutation(chunk.n)
         else:
@@ -242,11 +255,12 @@ def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int,
         num_pending += len(perm)
         while num_pending >= B:
             parts, need = [], B
+            used_up: list[_Chunk] = []
             while need:
                 ch, idx = pending[0]
                 parts.append((ch, idx[:need]))
                 if len(idx) <= need:
-                    pending.pop(0)
+                    used_up.append(pending.pop(0)[0])
                     need -= len(idx)
                 else:
                     pending[0] = (ch, idx[need:])
@@ -256,6 +270,12 @@ def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int,
             flip = flip_mask(rng, B) if plan.random_flip else None  # drawn first, as augment_batch_np does
             x, y, n_bad, msgs = _assemble(plan, parts, last_good, flip)
             last_good = (x, y)
+            # The batch holds copies of its rows: the used-up chunks' buffers can take the next reads.
+            del parts
+            for ch in used_up:
+                for buf in ch.buffers:
+                    pool.give_back(buf)
+                ch.buffers = []
             yield _finish(plan, x, rng), torch.from_numpy(y), n_bad, msgs
             k += 1
             if num_batches is not None and k >= num_batches:
@@ -382,7 +402,7 @@ def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int, batches=None
     ``batches``: what makes a worker's batches (default :func:`worker_batches`, reading shards;
     the device cache passes its own, with the same signature).
     """
-    worker_batches_fn = batches or worker_batches
+    worker_batches_fn = batches or partial(worker_batches, pool=ReadBufferPool())
     W = plan.num_workers
     if plan.mode != "epoch":  # resampled: one infinite stream per worker, epoch 0
         done = k // W + (worker < k % W)

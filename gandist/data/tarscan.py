@@ -65,16 +65,21 @@ def _pax_path(data: bytes) -> str | None:
     return path
 
 
-def iter_members(path: str, select: Callable[[str], bool] | None = None) -> Iterator[tuple[str, bytes]]:
+def iter_members(path: str, select: Callable[[str], bool] | None = None,
+                 buffer_for: Callable[[str, int], memoryview | None] | None = None) -> Iterator[tuple[str, bytes | memoryview]]:
     """(name, bytes) of each regular member of the tar file ``path`` that ``select`` accepts; the
     data of the others is skipped without copying. Raises TarFormatError on a bad header or a
     member cut short (a truncated shard); ends quietly at the end-of-archive block or at EOF on a
-    member boundary, as ``tarfile`` does. Exceptions ``select`` raises propagate (they stop the read)."""
+    member boundary, as ``tarfile`` does. Exceptions ``select`` raises propagate (they stop the read).
+
+    ``buffer_for(name, size)``: a writable view of ``size`` bytes to read member ``name`` into
+    (yielded instead of new ``bytes``), or None for a new ``bytes`` object (see
+    :mod:`gandist.data.buffers`)."""
     with open(path, "rb") as f:
-        yield from _scan(f, os.fstat(f.fileno()).st_size, select)
+        yield from _scan(f, os.fstat(f.fileno()).st_size, select, buffer_for)
 
 
-def _scan(f: BinaryIO, file_size: int, select) -> Iterator[tuple[str, bytes]]:
+def _scan(f: BinaryIO, file_size: int, select, buffer_for=None) -> Iterator[tuple[str, bytes | memoryview]]:
     long_name: str | None = None
     while True:
         hdr = f.read(BLOCK)
@@ -103,8 +108,14 @@ def _scan(f: BinaryIO, file_size: int, select) -> Iterator[tuple[str, bytes]]:
                 name = hdr[345:500].split(b"\0", 1)[0].decode("utf-8") + "/" + name
         regular = kind in (b"0", b"\0", b"7")
         if regular and not _META.match(name) and (select is None or select(name)):
-            data = f.read(size)
-            if len(data) < size:
+            view = buffer_for(name, size) if buffer_for is not None else None
+            if view is None:
+                data = f.read(size)
+                got = len(data)
+            else:
+                got = f.readinto(view)
+                data = view
+            if got < size:
                 raise TarFormatError(f"unexpected end of data in member {name}")
             if padded > size:
                 f.seek(padded - size, 1)
