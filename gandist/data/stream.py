@@ -37,6 +37,7 @@ import torch
 from gandist.config import DataConfig
 from gandist.data import images as im
 from gandist.data.buffers import ReadBufferPool
+from gandist.data.worker_slots import SHM_DIR, SharedBatchSlots
 from gandist.data.dataset import DatasetInfo
 from gandist.data.reader import RawBlock, RawSample, check_block_labels, decode_sample, iter_blocks, iter_samples
 from gandist.errors import DataError
@@ -224,10 +225,11 @@ def _blocks_chunk(parts: list[RawBlock], plan: StreamPlan) -> _Chunk:
 
 
 def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int, num_batches: int | None,
-                   pool: ReadBufferPool | None = None) -> Iterator[tuple]:
+                   pool: ReadBufferPool | None = None, out: Callable[[], np.ndarray] | None = None) -> Iterator[tuple]:
     """Batches ``skip_batches``.. of one (rank, worker) stream: ``(img_bchw uint8, labels int64,
     num_skipped, messages)``; ``num_batches`` None: infinite (resampled mode). ``pool``: where block
-    members are read into (pass one pool for all epochs of a worker, so its buffers stay warm)."""
+    members are read into (pass one pool for all epochs of a worker, so its buffers stay warm).
+    ``out()``: the array each batch's images are written into (default: a new one per batch)."""
     B = plan.batch_size
     C = plan.chunk_size or B
     start = skip_batches * B
@@ -268,7 +270,7 @@ def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int,
             num_pending -= B
             rng = _rng(plan.seed, _AUGMENT, epoch, plan.rank, worker, k) if plan.random_flip or plan.random_crop_pad else None
             flip = flip_mask(rng, B) if plan.random_flip else None  # drawn first, as augment_batch_np does
-            x, y, n_bad, msgs = _assemble(plan, parts, last_good, flip)
+            x, y, n_bad, msgs = _assemble(plan, parts, last_good, flip, None if out is None else out())
             last_good = (x, y)
             # The batch holds copies of its rows: the used-up chunks' buffers can take the next reads.
             del parts
@@ -285,14 +287,14 @@ def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int,
 
 
 def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_good,
-              flip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+              flip: np.ndarray | None = None, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
     """Decode one batch: (x_bchw uint8 at the target size/channels, labels, num bad, messages),
-    the images at the positions ``flip`` marks mirrored left-right."""
+    the images at the positions ``flip`` marks mirrored left-right; written into ``out`` if given."""
     size, ch = plan.image_size, plan.channels
     bad: list[int] = []
     msgs: list[str] = []
     b = sum(len(idx) for _, idx in parts)
-    x = np.empty((b, ch, size, size), np.uint8)
+    x = np.empty((b, ch, size, size), np.uint8) if out is None else out
     flipped = flip if flip is not None else np.zeros(b, bool)
     if parts[0][0].blocks is not None:  # block shards: gather rows from the chunk's blocks
         # Per block and flip: its rows gathered (HWC, contiguous rows) and written into the batch
@@ -388,7 +390,8 @@ def augment_batch_np(x: np.ndarray, rng: np.random.Generator, flip: bool, crop_p
     return x
 
 
-def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int, batches=None) -> Iterator[tuple | None]:
+def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int, batches=None,
+                 out: Callable[[], np.ndarray] | None = None) -> Iterator[tuple | None]:
     """Everything one (rank, worker) delivers from the rank's position (``epoch``, ``k`` batches
     into it) on, over all later epochs: batches, and ``None`` placeholders that keep torch's
     round-robin over workers aligned with the rank's order.
@@ -400,9 +403,9 @@ def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int, batches=None
     real items then arrive in exactly the rank's order, epoch after epoch, from one set of worker
     processes (a new DataLoader per epoch paid worker start-up and shuffle-window fill each epoch).
     ``batches``: what makes a worker's batches (default :func:`worker_batches`, reading shards;
-    the device cache passes its own, with the same signature).
+    the device cache passes its own, with the same signature). ``out``: see :func:`worker_batches`.
     """
-    worker_batches_fn = batches or partial(worker_batches, pool=ReadBufferPool())
+    worker_batches_fn = batches or partial(worker_batches, pool=ReadBufferPool(), out=out)
     W = plan.num_workers
     if plan.mode != "epoch":  # resampled: one infinite stream per worker, epoch 0
         done = k // W + (worker < k % W)
@@ -426,20 +429,22 @@ def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int, batches=None
 
 
 class _WorkerDataset(torch.utils.data.IterableDataset):
-    """What each DataLoader worker runs: its own slice of the plan, chosen by its worker id."""
+    """What each DataLoader worker runs: its own slice of the plan, chosen by its worker id. With
+    ``slots``, batches go into the worker's shared-memory ring and only ``(worker, serial,
+    num_skipped, messages)`` crosses the process boundary (see :mod:`gandist.data.worker_slots`)."""
 
-    def __init__(self, plan: StreamPlan, epoch: int, k: int, as_numpy: bool):
-        self.plan, self.epoch, self.k, self.as_numpy = plan, epoch, k, as_numpy
+    def __init__(self, plan: StreamPlan, epoch: int, k: int, slots: SharedBatchSlots | None):
+        self.plan, self.epoch, self.k, self.slots = plan, epoch, k, slots
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         w = info.id if info is not None else 0
         torch.set_num_threads(1)  # workers are processes; threads inside them only contend
-        for item in worker_items(self.plan, self.epoch, self.k, w):
-            if item is not None and self.as_numpy:
-                # A tensor crosses to the main process through a new shared-memory segment per
-                # batch (~3 ms for 256 x 3 x 32 x 32 uint8 here); a pickled array took half that.
-                item = (item[0].numpy(), item[1].numpy(), *item[2:])
+        writer = self.slots.writer(w) if self.slots is not None else None
+        for item in worker_items(self.plan, self.epoch, self.k, w, out=None if writer is None else writer.next_images):
+            if item is not None and writer is not None:
+                x, y, n_bad, msgs = item
+                item = writer.send(x.numpy(), y.numpy(), n_bad, msgs)
             yield item
 
 
@@ -458,6 +463,8 @@ class ImageStream:
         self.num_skipped = 0
         self.num_skipped_in_epoch = 0
         self._gen: Iterator | None = None
+        self._slots: SharedBatchSlots | None = None
+        self._warned_shm = False
 
     # Position -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -526,9 +533,11 @@ class ImageStream:
                 self.epoch += 1
                 self.batches_in_epoch = 0
                 self.num_skipped_in_epoch = 0
-            x, y, n_bad, msgs = item
-            if isinstance(x, np.ndarray):
-                x, y = torch.from_numpy(x), torch.from_numpy(y)
+            if isinstance(item[0], int):  # (worker, serial, ...): the batch waits in a shared slot
+                worker, serial, n_bad, msgs = item
+                x, y = self._slots.take(worker, serial)
+            else:
+                x, y, n_bad, msgs = item
             if n_bad:
                 self._count_skipped(n_bad, msgs)
             self.batches_in_epoch += 1
@@ -541,16 +550,30 @@ class ImageStream:
             raise AssertionError("empty epoch")
         if self.num_loader_workers == 0:
             return worker_items(self.plan, self.epoch, self.batches_in_epoch, 0)
+        self._slots = None
+        prefetch = 4
+        if not self.pin_memory:
+            # Pinned batches (CUDA) stay tensors, which the loader's pin thread copies in the
+            # background; for CPU training the workers write into shared slots instead.
+            p = self.plan
+            shape = (p.batch_size, p.channels, p.image_size, p.image_size)
+            depth = prefetch + 2
+            if SharedBatchSlots.fits(self.num_loader_workers, depth, shape):
+                self._slots = SharedBatchSlots(self.num_loader_workers, depth, shape)
+            elif not self._warned_shm:
+                self._warned_shm = True
+                log.warning("data: not enough free space in %s for the loader's %.0f MB of batch slots; workers "
+                            "send each batch in a new shared-memory segment instead (slower)", SHM_DIR,
+                            SharedBatchSlots.nbytes(self.num_loader_workers, depth, shape) / 2**20)
         loader = torch.utils.data.DataLoader(
-            # Pinned batches (CUDA) stay tensors: the loader's pin thread copies them in the background.
-            _WorkerDataset(self.plan, self.epoch, self.batches_in_epoch, as_numpy=not self.pin_memory),
+            _WorkerDataset(self.plan, self.epoch, self.batches_in_epoch, self._slots),
             batch_size=None,  # workers batch themselves: whole batches cross the process boundary
             num_workers=self.num_loader_workers,
             pin_memory=self.pin_memory,
             # Its own generator: DataLoader otherwise draws its base seed from the global torch
             # RNG, which would shift the training loop's random numbers.
             generator=torch.Generator().manual_seed(self.plan.seed),
-            prefetch_factor=4,
+            prefetch_factor=prefetch,
         )
         return iter(loader)
 
