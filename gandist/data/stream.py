@@ -428,6 +428,10 @@ def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int, batches=None
         epoch, skip = epoch + 1, 0
 
 
+def _as_is(item):
+    return item
+
+
 class _WorkerDataset(torch.utils.data.IterableDataset):
     """What each DataLoader worker runs: its own slice of the plan, chosen by its worker id. With
     ``slots``, batches go into the worker's shared-memory ring and only ``(worker, serial,
@@ -574,6 +578,7 @@ class ImageStream:
             # RNG, which would shift the training loop's random numbers.
             generator=torch.Generator().manual_seed(self.plan.seed),
             prefetch_factor=prefetch,
+            collate_fn=_as_is,  # items are finished batches (or slot numbers): nothing to convert
         )
         return iter(loader)
 
