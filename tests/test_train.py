@@ -73,13 +73,16 @@ def test_short_run_writes_every_output(run, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_equals_uninterrupted_run_bitwise(run, tmp_path):
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_resume_equals_uninterrupted_run_bitwise(run, tmp_path, workers):
+    # With 2 loader workers the batches come from worker processes through shared slots.
+    args = [*TINY, f"data.num_workers={workers}"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert run("train", "--run-dir", straight, "train.steps=6", *TINY).returncode == 0
-    first = run("train", "--run-dir", resumed, "train.steps=3", *TINY)
+    assert run("train", "--run-dir", straight, "train.steps=6", *args).returncode == 0
+    first = run("train", "--run-dir", resumed, "train.steps=3", *args)
     assert first.returncode == 0, first.stderr
     # The same command with a larger budget continues the run and says so.
-    second = run("train", "--run-dir", resumed, "train.steps=6", *TINY)
+    second = run("train", "--run-dir", resumed, "train.steps=6", *args)
     assert second.returncode == 0, second.stderr
     assert "resuming from" in second.stdout and "at step 3" in second.stdout
     for name in ("model.pt", "optim.pt"):

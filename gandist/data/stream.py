@@ -37,7 +37,7 @@ import torch
 from gandist.config import DataConfig
 from gandist.data import images as im
 from gandist.data.buffers import ReadBufferPool
-from gandist.data.worker_slots import SHM_DIR, SharedBatchSlots
+from gandist.data.worker_pool import SHM_DIR, SharedBatchSlots, WorkerPool
 from gandist.data.dataset import DatasetInfo
 from gandist.data.reader import RawBlock, RawSample, check_block_labels, decode_sample, iter_blocks, iter_samples
 from gandist.errors import DataError
@@ -433,23 +433,20 @@ def _as_is(item):
 
 
 class _WorkerDataset(torch.utils.data.IterableDataset):
-    """What each DataLoader worker runs: its own slice of the plan, chosen by its worker id. With
-    ``slots``, batches go into the worker's shared-memory ring and only ``(worker, serial,
-    num_skipped, messages)`` crosses the process boundary (see :mod:`gandist.data.worker_slots`)."""
+    """What each DataLoader worker runs: its own slice of the plan, chosen by its worker id."""
 
-    def __init__(self, plan: StreamPlan, epoch: int, k: int, slots: SharedBatchSlots | None):
-        self.plan, self.epoch, self.k, self.slots = plan, epoch, k, slots
+    def __init__(self, plan: StreamPlan, epoch: int, k: int):
+        self.plan, self.epoch, self.k = plan, epoch, k
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         w = info.id if info is not None else 0
         torch.set_num_threads(1)  # workers are processes; threads inside them only contend
-        writer = self.slots.writer(w) if self.slots is not None else None
-        for item in worker_items(self.plan, self.epoch, self.k, w, out=None if writer is None else writer.next_images):
-            if item is not None and writer is not None:
-                x, y, n_bad, msgs = item
-                item = writer.send(x.numpy(), y.numpy(), n_bad, msgs)
-            yield item
+        yield from worker_items(self.plan, self.epoch, self.k, w)
+
+
+def _pool_items(plan: StreamPlan, epoch: int, k: int, worker: int, out: Callable[[], np.ndarray]) -> Iterator[tuple | None]:
+    return worker_items(plan, epoch, k, worker, out=out)
 
 
 class ImageStream:
@@ -467,7 +464,6 @@ class ImageStream:
         self.num_skipped = 0
         self.num_skipped_in_epoch = 0
         self._gen: Iterator | None = None
-        self._slots: SharedBatchSlots | None = None
         self._warned_shm = False
 
     # Position -------------------------------------------------------------------------------
@@ -530,18 +526,22 @@ class ImageStream:
         return self._gen
 
     def _run(self):
-        for item in self._source():
+        source = self._source()
+        try:
+            yield from self._items(source)
+        finally:
+            if hasattr(source, "close"):  # worker processes stop now, not when collected
+                source.close()
+
+    def _items(self, source):
+        for item in source:
             if item is None:  # a worker's placeholder (see worker_items)
                 continue
             if self.batches_per_epoch is not None and self.batches_in_epoch >= self.batches_per_epoch:
                 self.epoch += 1
                 self.batches_in_epoch = 0
                 self.num_skipped_in_epoch = 0
-            if isinstance(item[0], int):  # (worker, serial, ...): the batch waits in a shared slot
-                worker, serial, n_bad, msgs = item
-                x, y = self._slots.take(worker, serial)
-            else:
-                x, y, n_bad, msgs = item
+            x, y, n_bad, msgs = item
             if n_bad:
                 self._count_skipped(n_bad, msgs)
             self.batches_in_epoch += 1
@@ -554,31 +554,31 @@ class ImageStream:
             raise AssertionError("empty epoch")
         if self.num_loader_workers == 0:
             return worker_items(self.plan, self.epoch, self.batches_in_epoch, 0)
-        self._slots = None
-        prefetch = 4
+        p = self.plan
         if not self.pin_memory:
-            # Pinned batches (CUDA) stay tensors, which the loader's pin thread copies in the
-            # background; for CPU training the workers write into shared slots instead.
-            p = self.plan
+            # CPU training: our own worker processes write batches into shared slots (see
+            # gandist.data.worker_pool). Pinned batches for CUDA go through the DataLoader,
+            # whose pin thread copies them into page-locked memory in the background.
             shape = (p.batch_size, p.channels, p.image_size, p.image_size)
-            depth = prefetch + 2
+            depth = 4
             if SharedBatchSlots.fits(self.num_loader_workers, depth, shape):
-                self._slots = SharedBatchSlots(self.num_loader_workers, depth, shape)
-            elif not self._warned_shm:
+                return iter(WorkerPool(partial(_pool_items, p, self.epoch, self.batches_in_epoch),
+                                       self.num_loader_workers, depth, shape))
+            if not self._warned_shm:
                 self._warned_shm = True
-                log.warning("data: not enough free space in %s for the loader's %.0f MB of batch slots; workers "
-                            "send each batch in a new shared-memory segment instead (slower)", SHM_DIR,
-                            SharedBatchSlots.nbytes(self.num_loader_workers, depth, shape) / 2**20)
+                log.warning("data: not enough free space in %s for the loader's %.0f MB of batch slots; using "
+                            "torch's DataLoader, which sends each batch in a new shared-memory segment (slower)",
+                            SHM_DIR, SharedBatchSlots.nbytes(self.num_loader_workers, depth, shape) / 2**20)
         loader = torch.utils.data.DataLoader(
-            _WorkerDataset(self.plan, self.epoch, self.batches_in_epoch, self._slots),
+            _WorkerDataset(p, self.epoch, self.batches_in_epoch),
             batch_size=None,  # workers batch themselves: whole batches cross the process boundary
             num_workers=self.num_loader_workers,
             pin_memory=self.pin_memory,
             # Its own generator: DataLoader otherwise draws its base seed from the global torch
             # RNG, which would shift the training loop's random numbers.
-            generator=torch.Generator().manual_seed(self.plan.seed),
-            prefetch_factor=prefetch,
-            collate_fn=_as_is,  # items are finished batches (or slot numbers): nothing to convert
+            generator=torch.Generator().manual_seed(p.seed),
+            prefetch_factor=4,
+            collate_fn=_as_is,  # items are finished batches: nothing to convert
         )
         return iter(loader)
 
