@@ -38,7 +38,7 @@ class DataConfig:
     mode: Literal["epoch", "resampled"] = "epoch"
     """``epoch``: every sample once per epoch across ranks; ``resampled``: infinite stream of shards drawn with replacement."""
     num_workers: int = 0
-    """DataLoader worker processes per rank (0: read in the training process; -1: from the CPUs this process may use, at most 4)."""
+    """Loader worker processes per rank (0: read in the training process; -1: from the CPUs this process may use, at most 4). On CPU they hand batches over through shared memory (`/dev/shm`, a few batches per worker)."""
     shuffle_buffer: int = 2000
     """Samples held in the shuffle buffer of each worker."""
     image_size: int = 0
