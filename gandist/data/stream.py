@@ -37,15 +37,18 @@ import torch
 from gandist.config import DataConfig
 from gandist.data import images as im
 from gandist.data.buffers import ReadBufferPool
-from gandist.data.worker_pool import SHM_DIR, SharedBatchSlots, WorkerPool
 from gandist.data.dataset import DatasetInfo
 from gandist.data.reader import RawBlock, RawSample, check_block_labels, decode_sample, iter_blocks, iter_samples
+from gandist.data.worker_pool import SHM_DIR, SharedBatchSlots, WorkerPool
 from gandist.errors import DataError
 
 log = logging.getLogger("gandist.data")
 
 # Stream ids mixed into seeds so the generators for different purposes never coincide.
 _SHARD_ORDER, _RESAMPLE, _CHUNK, _AUGMENT = 1, 2, 3, 4
+
+# Batches a loader worker may have ready ahead of training (its ring of shared slots).
+SLOTS_PER_WORKER = 4
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -393,10 +396,11 @@ def augment_batch_np(x: np.ndarray, rng: np.random.Generator, flip: bool, crop_p
 def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int, batches=None,
                  out: Callable[[], np.ndarray] | None = None) -> Iterator[tuple | None]:
     """Everything one (rank, worker) delivers from the rank's position (``epoch``, ``k`` batches
-    into it) on, over all later epochs: batches, and ``None`` placeholders that keep torch's
+    into it) on, over all later epochs: batches, and ``None`` placeholders that keep the loader's
     round-robin over workers aligned with the rank's order.
 
-    The DataLoader takes item i from worker i % W. A worker that runs out would be dropped from
+    The loader (torch's DataLoader, or :class:`~gandist.data.worker_pool.WorkerPool`, which keeps
+    its order) takes item i from worker i % W. A worker that runs out would be dropped from
     that cycle, so a worker with fewer batches this epoch (``worker_batches`` gives the first
     n % W workers one more) pads its epoch with placeholders to ``ceil(n / W)`` items, and on
     resume the workers whose slot of the current round was already consumed start with one: the
@@ -560,7 +564,7 @@ class ImageStream:
             # gandist.data.worker_pool). Pinned batches for CUDA go through the DataLoader,
             # whose pin thread copies them into page-locked memory in the background.
             shape = (p.batch_size, p.channels, p.image_size, p.image_size)
-            depth = 4
+            depth = SLOTS_PER_WORKER
             if SharedBatchSlots.fits(self.num_loader_workers, depth, shape):
                 return iter(WorkerPool(partial(_pool_items, p, self.epoch, self.batches_in_epoch),
                                        self.num_loader_workers, depth, shape))
