@@ -104,3 +104,45 @@ def test_second_ctrl_c_stops_at_once(tmp_path, gandist_cache):
     assert "Traceback" not in out
     assert not (run_dir / "ckpt" / "latest").exists()
     assert not (run_dir / "run.lock").exists()  # released on the way out
+
+
+def _group_alive(pgid: int) -> list[int]:
+    alive = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.getpgid(int(d)) == pgid:
+                    alive.append(int(d))
+            except ProcessLookupError:
+                pass
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, 3)])
+def test_signal_to_the_whole_group_with_loader_workers_saves_and_exits(tmp_path, gandist_cache, sig, code):
+    # A terminal's Ctrl-C, and Slurm's SIGTERM, reach every process of the group, the loader
+    # workers too: the run still saves at the step boundary and exits with its usual code, and no
+    # process of the group is left behind (workers closed, neither orphaned nor waited on forever).
+    # That a worker ignores these signals is checked in test_data_worker_pool.py.
+    run_dir = tmp_path / "run"
+    log = tmp_path / "run.log"
+    proc = subprocess.Popen([sys.executable, "-m", "gandist", "train", "--run-dir", str(run_dir), *TINY,
+                             "data.num_workers=2", "train.steps=100000", "checkpoint.every_steps=100000",
+                             "log.every_steps=100000"],
+                            cwd=REPO, env=env(), stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            preexec_fn=_sigint_as_at_a_terminal, start_new_session=True)
+    pgid = proc.pid
+    try:
+        wait_for(lambda: "-> 100000" in log.read_text() or proc.poll() is not None, 120, "training to start")
+        assert len(_group_alive(pgid)) >= 3, "expected the training process and 2 loader workers"
+        os.killpg(pgid, sig)
+        proc.wait(timeout=120)
+        wait_for(lambda: not _group_alive(pgid), 30, "the loader workers to exit")
+    finally:
+        if proc.poll() is None:
+            os.killpg(pgid, signal.SIGKILL)
+    out = log.read_text()
+    assert proc.returncode == code, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    assert latest_step(run_dir) > 0
