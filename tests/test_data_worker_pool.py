@@ -184,3 +184,34 @@ def test_workers_ignore_the_signals_the_training_process_handles():
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert got == []  # the signal went to the worker, not here
+
+
+def test_a_signal_while_a_worker_starts_is_not_handled_in_it(monkeypatch):
+    # A group-wide signal can reach a worker between its fork and its ignoring the signal. The pool
+    # blocks the signals over that window, so the worker never runs the trainer's handler: here a
+    # worker signals itself at the very start, and the handler would fail that worker.
+    from gandist.data import worker_pool
+
+    def trainer_handler(num, frame):
+        if os.getpid() != parent:
+            raise RuntimeError("the training process's SIGTERM handler ran in a loader worker")
+        got.append(num)
+
+    def signalled_first(signals):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # a pending unblocked signal's Python handler runs within these
+            pass
+        ignore(signals)
+
+    parent, got = os.getpid(), []
+    ignore = worker_pool._ignore_training_signals
+    monkeypatch.setattr(worker_pool, "_ignore_training_signals", signalled_first)
+    previous = signal.signal(signal.SIGTERM, trainer_handler)
+    try:
+        it = iter(WorkerPool(_numbered, num_workers=2, depth=2, batch_shape=SHAPE))
+        assert [item is None for item in (next(it) for _ in range(6))] == [False] * 4 + [True] * 2
+        it.close()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert got == []

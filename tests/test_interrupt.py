@@ -134,8 +134,10 @@ def test_signal_to_the_whole_group_with_loader_workers_saves_and_exits(tmp_path,
                             preexec_fn=_sigint_as_at_a_terminal, start_new_session=True)
     pgid = proc.pid
     try:
-        wait_for(lambda: "-> 100000" in log.read_text() or proc.poll() is not None, 120, "training to start")
-        assert len(_group_alive(pgid)) >= 3, "expected the training process and 2 loader workers"
+        # The workers start with the first batch, after the run's header line: wait for them.
+        wait_for(lambda: len(_group_alive(pgid)) >= 3 or proc.poll() is not None, 120,
+                 "the training process and its 2 loader workers")
+        assert proc.poll() is None, log.read_text()[-3000:]
         os.killpg(pgid, sig)
         proc.wait(timeout=120)
         wait_for(lambda: not _group_alive(pgid), 30, "the loader workers to exit")

@@ -122,13 +122,23 @@ class WorkerPool:
         self._free = [ctx.Semaphore(depth) for _ in range(num_workers)]
         self._stop = ctx.Event()
         self._errors = ctx.SimpleQueue()  # put() is synchronous: the error is there before the wake-up
+        training_signals = _training_signals()
         self._procs = [
             ctx.Process(target=_worker_main, name=f"gandist-loader-{w}", daemon=True,
-                        args=(make_items, w, self.slots, self._filled[w], self._free[w], self._stop, self._errors))
+                        args=(make_items, w, self.slots, self._filled[w], self._free[w], self._stop, self._errors,
+                              training_signals))
             for w in range(num_workers)
         ]
-        for p in self._procs:
-            p.start()
+        # A signal sent to the whole group (Ctrl-C, Slurm's SIGTERM) while a worker is starting would
+        # otherwise reach it before it ignores such signals, and run the trainer's handler (or
+        # KeyboardInterrupt) inside the worker. Blocked here, the signals stay pending: each worker
+        # unblocks them once it ignores them, and this process once its workers are started.
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, training_signals)
+        try:
+            for p in self._procs:
+                p.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         _live_pools.add(self)
 
     def __iter__(self) -> Iterator[tuple | None]:
@@ -177,18 +187,28 @@ class WorkerPool:
         _live_pools.discard(self)
 
 
-def _ignore_training_signals() -> None:
-    """Ctrl-C and the signals the training process handles (preemption: SIGTERM, SIGUSR1, ...)
-    are requests to it: it saves at a step boundary, then stops the workers. A worker killed by
-    one instead would fail the very batch fetch the save waits for. Workers still end when the
-    pool closes (SIGKILL after a grace period) or when the training process is gone."""
+def _training_signals() -> set[signal.Signals]:
+    """Ctrl-C and the signals this process handles in Python (preemption: SIGTERM, SIGUSR1, ...)."""
+    found = set()
     for sig in signal.valid_signals():
         try:
             handler = signal.getsignal(sig)
         except (OSError, ValueError):
             continue
         if sig == signal.SIGINT or callable(handler):
-            signal.signal(sig, signal.SIG_IGN)
+            found.add(sig)
+    return found
+
+
+def _ignore_training_signals(training_signals: set[signal.Signals]) -> None:
+    """The training signals are requests to the training process: it saves at a step boundary,
+    then stops the workers. A worker killed by one instead would fail the very batch fetch the
+    save waits for. Workers still end when the pool closes (SIGKILL after a grace period) or when
+    the training process is gone. Signals that arrived while the worker started (blocked by the
+    pool) are discarded when they are unblocked here."""
+    for sig in training_signals:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, training_signals)
 
 
 def _close_live_pools() -> None:
@@ -202,8 +222,9 @@ _live_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 atexit.register(_close_live_pools)
 
 
-def _worker_main(make_items, worker: int, slots: SharedBatchSlots, filled, free, stop, errors) -> None:
-    _ignore_training_signals()
+def _worker_main(make_items, worker: int, slots: SharedBatchSlots, filled, free, stop, errors,
+                 training_signals: set[signal.Signals]) -> None:
+    _ignore_training_signals(training_signals)
     torch.set_num_threads(1)  # workers are processes; threads inside them only contend
     parent = os.getppid()
     state: dict[str, Any] = {"serial": 0, "has_slot": False}
