@@ -5,8 +5,11 @@ failures raised (not hung on), workers gone after close, and a fallback where /d
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -107,7 +110,7 @@ def _fails_with_data_error(worker: int, out):
 
 def _fails_with_bug(worker: int, out):
     raise ZeroDivisionError("a bug in the worker")
-    yield  # noqa: unreachable - makes this a generator
+    yield  # unreachable: makes this a generator
 
 
 def _dies(worker: int, out):
@@ -163,34 +166,57 @@ def test_slot_messages_keep_what_the_stream_logs_and_reports():
     assert got == msgs[:4] + msgs[-1:]  # the first ones are logged, the last one named in the error
 
 
-def test_workers_ignore_the_signals_the_training_process_handles():
-    # Preemption installs handlers for SIGTERM/SIGUSR1 in the training process; a worker killed by
-    # the same signal (Slurm signals every process of the step) would fail the save's last fetch.
-    got: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda num, frame: got.append(num))
+def _loader_workers() -> list[multiprocessing.Process]:
+    workers = multiprocessing.active_children()
+    assert len(workers) == 2, workers
+    return workers
+
+
+@pytest.mark.parametrize("transport", ["pool", "dataloader"])
+def test_workers_ignore_the_signals_the_training_process_handles(shards, monkeypatch, transport):
+    # Preemption installs handlers for SIGTERM/SIGUSR1 in the training process, and Slurm or a
+    # terminal's Ctrl-C signals every process of the step or group: a worker killed by the signal
+    # would fail the save's last fetch, and one running the trainer's handler would act as the trainer.
+    if transport == "dataloader":
+        monkeypatch.setattr(SharedBatchSlots, "fits", classmethod(lambda cls, *a: False))
+    parent, got = os.getpid(), []
+
+    def trainer_handler(num, frame):
+        if os.getpid() != parent:
+            raise RuntimeError("the training process's SIGTERM handler ran in a loader worker")
+        got.append(num)
+
+    previous = signal.signal(signal.SIGTERM, trainer_handler)
     try:
-        pool = WorkerPool(_numbered, num_workers=1, depth=2, batch_shape=SHAPE)
-        it = iter(pool)
+        s = _stream(shards["blocks"], 2)
+        it = iter(s)
         next(it)
-        os.kill(pool._procs[0].pid, signal.SIGTERM)
-        os.kill(pool._procs[0].pid, signal.SIGINT)
+        workers = _loader_workers()
+        for p in workers:
+            os.kill(p.pid, signal.SIGTERM)
+            os.kill(p.pid, signal.SIGINT)
         time.sleep(0.2)
-        for i in range(1, 10):
-            item = next(it)
-            assert (item is None) == (i % 3 == 2)
-        assert pool._procs[0].is_alive()
-        it.close()
-        assert not pool._procs[0].is_alive()
+        for _ in range(3 * sum(COUNTS) // 4):  # three epochs
+            next(it)
+        assert all(p.is_alive() for p in workers)
+        s.close()
+        assert not any(p.is_alive() for p in workers)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert got == []  # the signal went to the worker, not here
+    assert got == []  # the signals went to the workers, not here
 
 
-def test_a_signal_while_a_worker_starts_is_not_handled_in_it(monkeypatch):
-    # A group-wide signal can reach a worker between its fork and its ignoring the signal. The pool
-    # blocks the signals over that window, so the worker never runs the trainer's handler: here a
-    # worker signals itself at the very start, and the handler would fail that worker.
-    from gandist.data import worker_pool
+@pytest.mark.parametrize("transport", ["pool", "dataloader"])
+def test_a_signal_while_a_worker_starts_is_not_handled_in_it(shards, monkeypatch, transport):
+    # A group-wide signal can reach a worker between its fork and its ignoring the signal. The
+    # training signals are blocked over that window, so the worker never runs the trainer's
+    # handler: here each worker signals itself at the very start, and the handler would fail it.
+    from gandist.data import worker_signals
+
+    if transport == "dataloader":
+        monkeypatch.setattr(SharedBatchSlots, "fits", classmethod(lambda cls, *a: False))
+    parent, got = os.getpid(), []
+    ignore = worker_signals.ignore_in_worker
 
     def trainer_handler(num, frame):
         if os.getpid() != parent:
@@ -204,14 +230,38 @@ def test_a_signal_while_a_worker_starts_is_not_handled_in_it(monkeypatch):
             pass
         ignore(signals)
 
-    parent, got = os.getpid(), []
-    ignore = worker_pool._ignore_training_signals
-    monkeypatch.setattr(worker_pool, "_ignore_training_signals", signalled_first)
+    monkeypatch.setattr(worker_signals, "ignore_in_worker", signalled_first)
     previous = signal.signal(signal.SIGTERM, trainer_handler)
     try:
-        it = iter(WorkerPool(_numbered, num_workers=2, depth=2, batch_shape=SHAPE))
-        assert [item is None for item in (next(it) for _ in range(6))] == [False] * 4 + [True] * 2
-        it.close()
+        s = _stream(shards["blocks"], 2)
+        it = iter(s)
+        for _ in range(3 * sum(COUNTS) // 4):
+            next(it)
+        s.close()
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert got == []
+
+
+@pytest.mark.parametrize("transport", ["pool", "dataloader"])
+def test_a_process_that_leaves_its_loader_open_still_exits(shards, transport, tmp_path):
+    # Workers ignore SIGTERM, and multiprocessing's exit hook ends daemonic children with SIGTERM and
+    # then waits for them: unless the loader is closed first, a script that never closes its stream
+    # would hang at exit.
+    script = tmp_path / "open_loader.py"
+    script.write_text(f"""
+import signal, sys
+signal.signal(signal.SIGTERM, lambda num, frame: None)  # as the trainer's preemption handler
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from gandist.data.worker_pool import SharedBatchSlots
+if {transport == "dataloader"!r}:
+    SharedBatchSlots.fits = classmethod(lambda cls, *a: False)
+from test_data_worker_pool import _stream
+it = iter(_stream(__import__("pathlib").Path({str(shards["blocks"])!r}), 2))
+next(it)
+print("read a batch; exiting with the loader open", flush=True)
+""")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "exiting with the loader open" in out.stdout

@@ -36,6 +36,7 @@ import torch
 
 from gandist.config import DataConfig
 from gandist.data import images as im
+from gandist.data import worker_signals
 from gandist.data.buffers import ReadBufferPool
 from gandist.data.dataset import DatasetInfo
 from gandist.data.reader import RawBlock, RawSample, check_block_labels, decode_sample, iter_blocks, iter_samples
@@ -449,6 +450,33 @@ class _WorkerDataset(torch.utils.data.IterableDataset):
         yield from worker_items(self.plan, self.epoch, self.k, w)
 
 
+class _DataLoaderWorkers:
+    """Iterates a DataLoader whose workers ignore the training signals, and ends them on
+    ``close()``, also at interpreter exit: torch's own cleanup runs when the iterator is collected,
+    which at exit comes after multiprocessing's hook has started waiting for the workers."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader):
+        self._it = iter(loader)  # starts the workers
+        worker_signals.close_before_exit(self)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._it)
+
+    def close(self) -> None:
+        it, self._it = self._it, None
+        if it is None:
+            return
+        # torch's graceful end (stop event, then join); it then SIGTERMs stragglers, which ignore it.
+        it._shutdown_workers()
+        for w in it._workers:
+            if w.is_alive():
+                w.kill()
+                w.join()
+
+
 def _pool_items(plan: StreamPlan, epoch: int, k: int, worker: int, out: Callable[[], np.ndarray]) -> Iterator[tuple | None]:
     return worker_items(plan, epoch, k, worker, out=out)
 
@@ -573,18 +601,22 @@ class ImageStream:
                 log.warning("data: not enough free space in %s for the loader's %.0f MB of batch slots; using "
                             "torch's DataLoader, which sends each batch in a new shared-memory segment (slower)",
                             SHM_DIR, SharedBatchSlots.nbytes(self.num_loader_workers, depth, shape) / 2**20)
-        loader = torch.utils.data.DataLoader(
-            _WorkerDataset(p, self.epoch, self.batches_in_epoch),
-            batch_size=None,  # workers batch themselves: whole batches cross the process boundary
-            num_workers=self.num_loader_workers,
-            pin_memory=self.pin_memory,
-            # Its own generator: DataLoader otherwise draws its base seed from the global torch
-            # RNG, which would shift the training loop's random numbers.
-            generator=torch.Generator().manual_seed(p.seed),
-            prefetch_factor=4,
-            collate_fn=_as_is,  # items are finished batches: nothing to convert
-        )
-        return iter(loader)
+        # Its workers start in iter(): signals sent to the whole group meanwhile wait until they
+        # ignore them, as the pool's do (gandist.data.worker_signals).
+        with worker_signals.blocked_while_starting_workers() as training_signals:
+            loader = torch.utils.data.DataLoader(
+                _WorkerDataset(p, self.epoch, self.batches_in_epoch),
+                batch_size=None,  # workers batch themselves: whole batches cross the process boundary
+                num_workers=self.num_loader_workers,
+                pin_memory=self.pin_memory,
+                # Its own generator: DataLoader otherwise draws its base seed from the global torch
+                # RNG, which would shift the training loop's random numbers.
+                generator=torch.Generator().manual_seed(p.seed),
+                prefetch_factor=4,
+                collate_fn=_as_is,  # items are finished batches: nothing to convert
+                worker_init_fn=partial(worker_signals.ignore_in_dataloader_worker, training_signals),
+            )
+            return _DataLoaderWorkers(loader)
 
     def _count_skipped(self, n: int, msgs: list[str]) -> None:
         self.num_skipped += n

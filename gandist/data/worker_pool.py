@@ -22,17 +22,15 @@ Failures are loud: an exception in a worker reaches the main process with its tr
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import signal
 import traceback
-import weakref
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
+from gandist.data import worker_signals
 from gandist.errors import DataError
 
 SHM_DIR = "/dev/shm"
@@ -116,30 +114,22 @@ class WorkerPool:
     def __init__(self, make_items: Callable[[int, Callable[[], np.ndarray]], Iterator[tuple | None]],
                  num_workers: int, depth: int, batch_shape: tuple[int, int, int, int]):
         ctx = torch.multiprocessing.get_context()
-        self.num_workers, self.depth = num_workers, depth
+        self.num_workers = num_workers
         self.slots = SharedBatchSlots(num_workers, depth, batch_shape)
         self._filled = [ctx.Semaphore(0) for _ in range(num_workers)]
         self._free = [ctx.Semaphore(depth) for _ in range(num_workers)]
         self._stop = ctx.Event()
         self._errors = ctx.SimpleQueue()  # put() is synchronous: the error is there before the wake-up
-        training_signals = _training_signals()
-        self._procs = [
-            ctx.Process(target=_worker_main, name=f"gandist-loader-{w}", daemon=True,
-                        args=(make_items, w, self.slots, self._filled[w], self._free[w], self._stop, self._errors,
-                              training_signals))
-            for w in range(num_workers)
-        ]
-        # A signal sent to the whole group (Ctrl-C, Slurm's SIGTERM) while a worker is starting would
-        # otherwise reach it before it ignores such signals, and run the trainer's handler (or
-        # KeyboardInterrupt) inside the worker. Blocked here, the signals stay pending: each worker
-        # unblocks them once it ignores them, and this process once its workers are started.
-        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, training_signals)
-        try:
-            for p in self._procs:
+        self._procs: list = []
+        # Signals sent to the whole group while the workers start wait until they ignore them.
+        with worker_signals.blocked_while_starting_workers() as training_signals:
+            for w in range(num_workers):
+                p = ctx.Process(target=_worker_main, name=f"gandist-loader-{w}", daemon=True,
+                                args=(make_items, w, self.slots, self._filled[w], self._free[w], self._stop,
+                                      self._errors, training_signals))
                 p.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
-        _live_pools.add(self)
+                self._procs.append(p)
+        worker_signals.close_before_exit(self)
 
     def __iter__(self) -> Iterator[tuple | None]:
         try:
@@ -184,47 +174,11 @@ class WorkerPool:
                 p.kill()
                 p.join()
         self._errors.close()
-        _live_pools.discard(self)
-
-
-def _training_signals() -> set[signal.Signals]:
-    """Ctrl-C and the signals this process handles in Python (preemption: SIGTERM, SIGUSR1, ...)."""
-    found = set()
-    for sig in signal.valid_signals():
-        try:
-            handler = signal.getsignal(sig)
-        except (OSError, ValueError):
-            continue
-        if sig == signal.SIGINT or callable(handler):
-            found.add(sig)
-    return found
-
-
-def _ignore_training_signals(training_signals: set[signal.Signals]) -> None:
-    """The training signals are requests to the training process: it saves at a step boundary,
-    then stops the workers. A worker killed by one instead would fail the very batch fetch the
-    save waits for. Workers still end when the pool closes (SIGKILL after a grace period) or when
-    the training process is gone. Signals that arrived while the worker started (blocked by the
-    pool) are discarded when they are unblocked here."""
-    for sig in training_signals:
-        signal.signal(sig, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, training_signals)
-
-
-def _close_live_pools() -> None:
-    # Before multiprocessing's own exit hook (atexit runs last-registered first), which would
-    # SIGTERM the workers (ignored, see above) and wait for them forever.
-    for pool in list(_live_pools):
-        pool.close()
-
-
-_live_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
-atexit.register(_close_live_pools)
 
 
 def _worker_main(make_items, worker: int, slots: SharedBatchSlots, filled, free, stop, errors,
-                 training_signals: set[signal.Signals]) -> None:
-    _ignore_training_signals(training_signals)
+                 training_signals: set) -> None:
+    worker_signals.ignore_in_worker(training_signals)  # the trainer's signals are for the trainer
     torch.set_num_threads(1)  # workers are processes; threads inside them only contend
     parent = os.getppid()
     state: dict[str, Any] = {"serial": 0, "has_slot": False}
