@@ -166,8 +166,9 @@ def test_slot_messages_keep_what_the_stream_logs_and_reports():
     assert got == msgs[:4] + msgs[-1:]  # the first ones are logged, the last one named in the error
 
 
-def _loader_workers() -> list[multiprocessing.Process]:
-    workers = multiprocessing.active_children()
+def _loader_workers(before: list[multiprocessing.Process]) -> list[multiprocessing.Process]:
+    """The child processes started since ``before`` (a list from multiprocessing.active_children)."""
+    workers = [p for p in multiprocessing.active_children() if p not in before]
     assert len(workers) == 2, workers
     return workers
 
@@ -188,10 +189,11 @@ def test_workers_ignore_the_signals_the_training_process_handles(shards, monkeyp
 
     previous = signal.signal(signal.SIGTERM, trainer_handler)
     try:
+        before = multiprocessing.active_children()
         s = _stream(shards["blocks"], 2)
         it = iter(s)
         next(it)
-        workers = _loader_workers()
+        workers = _loader_workers(before)
         for p in workers:
             os.kill(p.pid, signal.SIGTERM)
             os.kill(p.pid, signal.SIGINT)
