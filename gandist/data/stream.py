@@ -445,8 +445,7 @@ class _WorkerDataset(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        w = info.id if info is not None else 0
-        torch.set_num_threads(1)  # workers are processes; threads inside them only contend
+        w = info.id if info is not None else 0  # (torch's worker loop already set one thread)
         yield from worker_items(self.plan, self.epoch, self.k, w)
 
 
