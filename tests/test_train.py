@@ -189,3 +189,21 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(gandist_cache, tmp_path
         run.state.stream.close()
     assert (tmp_path / "ckpt" / "latest").read_text().strip() == "step_00000000"
     assert not (tmp_path / "ckpt" / "step_00000001").exists()
+
+
+@pytest.mark.slow
+def test_dcgan_trains_with_spectral_norm_d_and_resumes(run, tmp_path):
+    """`model.spectral_norm_d=true` on the default dcgan: D is saved with its spectral-norm
+    parametrisation (weights and power-iteration vectors), and a resume loads it back."""
+    d = tmp_path / "run"
+    args = ["model.spectral_norm_d=true", *TINY]
+    res = run("train", "--run-dir", d, "train.steps=3", *args)
+    assert res.returncode == 0, res.stderr
+    res = run("train", "--run-dir", d, "train.steps=4", *args)
+    assert res.returncode == 0, res.stderr
+    state_d = load(d / "ckpt" / "step_00000004" / "model.pt")["D"]
+    assert any(k.endswith("parametrizations.weight.original") for k in state_d)
+    assert any(k.endswith("parametrizations.weight.0._u") for k in state_d)
+    assert not any("running_mean" in k for k in state_d), "spectral-norm D has no BatchNorm"
+    line = json.loads((d / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 < line["D/real"] < 1 and np.isfinite(line["loss/D"])

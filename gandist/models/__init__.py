@@ -71,11 +71,8 @@ _REGISTRY: dict[str, str] = {
 
 # ``model.spectral_norm_d=auto`` resolves to these: the setting each model's source trains with
 # (SNGAN and BigGAN normalise D; DCGAN and R3GAN do not, R3GAN relying on R1 + R2 instead).
+# Every model's D can be built either way (dcgan's and mlp's with SN is SNGAN's "standard CNN").
 SPECTRAL_NORM_D_DEFAULT: dict[str, bool] = {"biggan": True, "dcgan": False, "mlp": False, "r3": False, "resnet": True}
-
-# Models whose D can be built with spectral norm; ``model.spectral_norm_d=on`` is refused for the
-# others rather than silently ignored.
-_SPECTRAL_NORM_D_SUPPORTED = {"biggan", "r3", "resnet"}
 
 # Models whose generator makes any side (a fully connected layer); every other model follows
 # the stage rule of ``gandist.models.sizes``.
@@ -95,11 +92,6 @@ def check_model_config(cfg: Config) -> None:
         raise ConfigError(f"model.name: unknown model {cfg.model.name!r}; allowed values: {', '.join(names)}")
     if cfg.model.attention_resolution and cfg.model.name != "biggan":
         raise ConfigError(f"model.attention_resolution: model {cfg.model.name!r} has no self-attention (only biggan); set it to 0")
-    if cfg.model.spectral_norm_d == "on" and cfg.model.name not in _SPECTRAL_NORM_D_SUPPORTED:
-        raise ConfigError(
-            f"model.spectral_norm_d: model {cfg.model.name!r} has no spectral-norm option; "
-            f"models with one: {', '.join(sorted(_SPECTRAL_NORM_D_SUPPORTED))}"
-        )
     if cfg.data.image_size:
         check_model_size(cfg.model.name, cfg.data.image_size, cfg.model.attention_resolution)
 

@@ -2,7 +2,9 @@
 
 G: ``z * embed(y)`` -> linear -> ``base x base`` feature map -> k doubling stages (transposed
 conv 4x4, stride 2), the last one to the image. D mirrors it: k halving stages (conv 4x4,
-stride 2) down to ``base x base``, minibatch standard deviation, a projection head.
+stride 2) down to ``base x base``, minibatch standard deviation, a projection head. With
+``model.spectral_norm_d=on`` D is the "standard CNN" of SNGAN (Miyato et al., 2018): every conv,
+linear and embedding weight spectrally normalised and no BatchNorm.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gandist.models.blocks import add_spectral_norm
 from gandist.models.layers import LabelScale, MinibatchStd, ProjectionHead, dcgan_init
 from gandist.models.sizes import stage_plan
+
+SPECTRAL_NORM_D = False  # DCGAN's own D uses BatchNorm; spectral norm is the SNGAN variant
 
 
 def _plan(image_size: int) -> tuple[int, int]:
@@ -50,19 +55,25 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, image_size: int, channels: int, width: int, num_classes: int = 0, minibatch_std: bool = True):
+    def __init__(self, image_size: int, channels: int, width: int, num_classes: int = 0, minibatch_std: bool = True,
+                 sn: bool = SPECTRAL_NORM_D):
         super().__init__()
         base, halvings = _plan(image_size)
         ch = width
         # No norm on the first layer (DCGAN): it would erase the input's own statistics.
         layers: list[nn.Module] = [nn.Conv2d(channels, ch, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         for _ in range(halvings - 1):
-            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True)]
+            if sn:  # BatchNorm would rescale each layer's output again and undo its Lipschitz bound
+                layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+            else:
+                layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True)]
             ch *= 2
         self.features = nn.Sequential(*layers)  # B x ch x base x base
         self.mbstd = MinibatchStd() if minibatch_std else nn.Identity()
         self.head = ProjectionHead((ch + int(minibatch_std)) * base * base, num_classes)
         self.apply(dcgan_init)
+        if sn:  # after the init: see add_spectral_norm
+            add_spectral_norm(self)
 
     def forward(self, x_bchw: torch.Tensor, y_b: torch.Tensor | None = None) -> torch.Tensor:
         h_bf = self.mbstd(self.features(x_bchw)).flatten(1)
@@ -71,5 +82,6 @@ class Discriminator(nn.Module):
 
 def build(spec) -> tuple[nn.Module, nn.Module]:
     g = Generator(spec.image_size, spec.channels, spec.z_dim, spec.g_width, spec.num_classes)
-    d = Discriminator(spec.image_size, spec.channels, spec.d_width, spec.num_classes, spec.d_minibatch_std)
+    sn = SPECTRAL_NORM_D if spec.d_spectral_norm is None else spec.d_spectral_norm
+    d = Discriminator(spec.image_size, spec.channels, spec.d_width, spec.num_classes, spec.d_minibatch_std, sn)
     return g, d

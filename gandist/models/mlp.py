@@ -34,6 +34,8 @@ class Generator(nn.Module):
 
 def build(spec) -> tuple[nn.Module, nn.Module]:
     g = Generator(spec.image_size, spec.channels, spec.z_dim, spec.g_width, spec.num_classes)
-    # The small conv discriminator (conv -> BatchNorm -> LeakyReLU, one logit) is DCGAN's.
-    d = dcgan.Discriminator(spec.image_size, spec.channels, spec.d_width, spec.num_classes, spec.d_minibatch_std)
+    # The small conv discriminator (conv -> BatchNorm -> LeakyReLU, one logit) is DCGAN's, with
+    # its spectral-norm variant.
+    sn = dcgan.SPECTRAL_NORM_D if spec.d_spectral_norm is None else spec.d_spectral_norm
+    d = dcgan.Discriminator(spec.image_size, spec.channels, spec.d_width, spec.num_classes, spec.d_minibatch_std, sn)
     return g, d
