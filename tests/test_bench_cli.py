@@ -54,3 +54,19 @@ def test_bench_bad_input_exits_2(run):
     assert res.returncode == 2 and "--variants: unknown ddp_fp64" in res.stderr
     res = run("bench", "--device", "cpu", "--biggan-sizes", "64,big")
     assert res.returncode == 2 and "--biggan-sizes: comma-separated integers" in res.stderr
+
+
+@pytest.mark.slow
+def test_bench_quick_measures_dcgan_gandist_fp32_against_plain_and_prints_the_ratio(run, tmp_path):
+    out = tmp_path / "quick.json"
+    # --quick picks the model, the two variants and skips the pipeline; the sizes given here
+    # only make the test fast.
+    res = run("bench", "--device", "cpu", "--quick", "--image-size", "8", "--width", "8", "--batch", "4",
+              "--steps", "1", "--rounds", "2", "--warmup", "1", "--out", out, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [(r["model"], r["variant"]) for r in result["rows"]] == [("dcgan", "plain_fp32"), ("dcgan", "ddp_fp32")]
+    assert result["pipeline"] == []
+    ratio = result["rows"][1]["vs_plain_same_precision"]
+    assert ratio == pytest.approx(result["rows"][1]["images_per_sec"] / result["rows"][0]["images_per_sec"])
+    assert f"runs at {ratio:.3f}x the images/s of a plain PyTorch loop" in res.stdout

@@ -29,6 +29,9 @@ def add_parser(subparsers) -> None:
         ),
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="where to run (default: cuda when torch sees a GPU)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a first ratio in about a minute: {QUICK_MODEL} only, {' and '.join(QUICK_VARIANTS)}, no pipeline "
+                        "comparison (options given explicitly still apply)")
     p.add_argument("--models", type=_csv, default=None, help="comma-separated model names (default: every registered model)")
     p.add_argument("--image-size", type=int, default=32, help="image side in pixels (default 32)")
     p.add_argument("--biggan-sizes", type=_csv, default=["64", "128"],
@@ -51,6 +54,12 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+# --quick: gandist's step against the plain loop of the same G and D, at the same precision,
+# on the default model: the one ratio a first user asks for, within two minutes on 2 CPU cores.
+QUICK_MODEL = "dcgan"
+QUICK_VARIANTS = ("plain_fp32", "ddp_fp32")
+
+
 def _variants() -> list[str]:
     return ["plain_fp32", "plain_bf16", "ddp_fp32", "ddp_bf16", "ddp_bf16_fast", "zero1_bf16", "zero2_bf16"]
 
@@ -63,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.quick:
+        args.models = args.models or [QUICK_MODEL]
+        args.variants = args.variants or list(QUICK_VARIANTS)
+        args.no_pipeline = True
     cuda = args.device == "cuda"
     for name, value, low in (("--image-size", args.image_size, 8), ("--width", args.width, 8), ("--rounds", args.rounds, 1),
                              ("--warmup", args.warmup, 0), ("--batch", args.batch, 0), ("--steps", args.steps, 0),
@@ -96,10 +109,12 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_bench(bench_args, log=lambda m: print(m, flush=True))
     print(format_report(result))
+    if args.quick:
+        for row in result["rows"]:
+            if row["variant"] == QUICK_VARIANTS[1]:
+                print(f"{row['model']} {row['image_size']} px, batch {row['batch']}: gandist's {row['variant']} step runs at "
+                      f"{row['vs_plain_same_precision']:.3f}x the images/s of a plain PyTorch loop of the same G and D "
+                      f"(medians of {args.rounds} alternating rounds)")
     path = write_result(result, args.out)
     print(f"wrote {path}")
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
     return EXIT_OK

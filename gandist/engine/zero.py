@@ -45,15 +45,16 @@ CHECKPOINT_TAG = "zero"
 META_FILE = "zero_meta.json"
 
 
-def ensure_process_group(timeout_minutes: float) -> None:
-    """Make sure a torch.distributed group exists before DeepSpeed looks for one.
+def ensure_process_group(timeout_minutes: float) -> bool:
+    """Make sure a torch.distributed group exists before DeepSpeed looks for one; True when this
+    call made it (the caller then ends it with ``end_process_group``).
 
     Launched runs (torchrun / accelerate launch with several processes) already have one, made by
     Accelerate from the launcher's environment. A one-process run has none, and DeepSpeed would
     then try MPI discovery and fail on ``mpi4py`` (docs/library_notes.md, note 11): give it a one-process group.
     """
     if dist.is_initialized():
-        return
+        return False
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     timeout = datetime.timedelta(minutes=timeout_minutes)
     if launch_env().has_rendezvous:
@@ -62,6 +63,14 @@ def ensure_process_group(timeout_minutes: float) -> None:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
         # DeepSpeed asserts LOCAL_RANK is set (a launcher's variable) even for one process.
         os.environ.setdefault("LOCAL_RANK", "0")
+    return True
+
+
+def end_process_group() -> None:
+    """Destroy the process group: gloo aborts the process at exit when one is left open
+    (docs/library_notes.md, note 5)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def deep_update(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

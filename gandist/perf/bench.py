@@ -149,9 +149,7 @@ def _free() -> None:
 
 
 def run_bench(args: BenchArgs, log: Callable[[str], None] = print) -> dict:
-    from accelerate import Accelerator
-
-    from gandist.engine.zero import ensure_process_group
+    from gandist.engine.zero import end_process_group, ensure_process_group
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -170,7 +168,18 @@ def run_bench(args: BenchArgs, log: Callable[[str], None] = print) -> dict:
                                   "cores and small CPU kernels gain little); pass --compile on to include it"})
 
     # One process group for every engine (DeepSpeed needs one; DDP at one rank does not use it).
-    ensure_process_group(30.0)
+    made_group = ensure_process_group(30.0)
+    try:
+        return _run_models(args, names, compile_ok, skipped, device, threads, log)
+    finally:
+        if made_group:
+            end_process_group()
+
+
+def _run_models(args: BenchArgs, names: list[str], compile_ok: bool, skipped: list[dict], device: torch.device,
+                threads: int, log: Callable[[str], None]) -> dict:
+    from accelerate import Accelerator
+
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     load_before = os.getloadavg()[0]
