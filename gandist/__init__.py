@@ -3,7 +3,7 @@
 Python API: ``from gandist import load_generator`` (see ``gandist.api``).
 """
 
-__version__ = "0.1.0"
+from gandist.version import __version__  # noqa: E402
 
 # The model registry registers its config checks (model names) on import; it imports no torch.
 import gandist.models  # noqa: E402,F401

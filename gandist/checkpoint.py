@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import torch
 
-from gandist import __version__
+from gandist.version import __version__
 from gandist.errors import CheckpointError, GandistError
 from gandist.fileio import atomic_write_bytes, fsync_dir, sha256_file
 

@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-from gandist import __version__
+from gandist.version import __version__
 from gandist.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, GandistError
 
 # Order is the order of ``gandist --help``.

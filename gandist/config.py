@@ -449,7 +449,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequenc
     for item in overrides:
         key, value = parse_override(item)
         _check_key_path(key)
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     return config_from_dict(data)
 
 
@@ -520,7 +520,9 @@ def _check_key_path(key: str) -> None:
         raise ConfigError(f"{key}: is a section; set one of its keys, e.g. {key}.{dataclasses.fields(cls)[0].name}=...")
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for ``key`` ``a.b.c``, making missing sections; a
+    ``ConfigError`` when a part of the path is a value, not a section."""
     parts = key.split(".")
     node = data
     for i, part in enumerate(parts[:-1]):

@@ -92,7 +92,7 @@ def export_folder(run_dir: str | os.PathLike, out: str | os.PathLike, *, classif
     """
     from safetensors.torch import save_file
 
-    from gandist import __version__
+    from gandist.version import __version__
 
     g, info = load_generator(run_dir, ema=True, log=log)
     spec = info["spec"]

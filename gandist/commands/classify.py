@@ -50,20 +50,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_labelled(path: Path, what: str, *, image_size: int = 0, channels: int = 0):
-    from gandist.classification.training import LabelledImages
-    from gandist.config import DataConfig
-    from gandist.data import read_all, resolve_dataset
-
-    info = resolve_dataset(DataConfig(path=str(path)))
-    if not info.num_classes:
-        raise BadInputError(f"{what} {path}: the shards have no class labels (manifest lists no classes); classify needs labelled data")
-    images, labels = read_all(info, image_size=image_size, channels=channels)
-    if (labels < 0).any():
-        raise BadInputError(f"{what} {path}: {int((labels < 0).sum())} samples have no label")
-    return LabelledImages(images, labels, list(info.class_names), f"{what} {path}"), info
-
-
 def _notice_resized(what: str, path: Path, info, size: int, channels: int) -> None:
     """Say when images were converted to the --train images' size or channel count."""
     if (info.image_size, info.channels) != (size, channels):
@@ -77,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.tensorboard import SummaryWriter
 
     from gandist.classification.classifiers import available_classifiers
+    from gandist.classification.labelled_shards import load_labelled
     from gandist.classification.protocols import ProtocolPlan, run_protocols
     from gandist.classification.report import write_report
     from gandist.classification.training import ClassifierSettings, accuracy, save_classifier, settings_dict

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gandist.generators import load_generator
-    from gandist.config import config_from_dict, parse_override, _set_dotted
+    from gandist.config import config_from_dict, parse_override, set_dotted
     from gandist.data import resolve_dataset
     from gandist.metrics import evaluate_generator
     from gandist.engine.process_group import ProcessGroup
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     # Sections a run written by an older gandist lacks take their defaults.
     for item in args.overrides:
         key, value = parse_override(item)
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     cfg = config_from_dict(data).validate()
     num_samples = args.num_samples or cfg.eval.num_samples
     if num_samples < 2:

@@ -117,7 +117,7 @@ def _info(urls: list[str], mpath: Path, where: str, manifest: dict | None = None
         raise DataError(f"{where}: {len(missing)} shard file(s) missing: {shown}")
     counts = []
     for u in urls:
-        name = _shard_name(u)
+        name = shard_name(u)
         if name not in counts_by_name:
             raise DataError(f"{where}: shard {u} is not listed in {mpath}")
         counts.append(counts_by_name[name])
@@ -136,7 +136,7 @@ def _info(urls: list[str], mpath: Path, where: str, manifest: dict | None = None
     )
 
 
-def _shard_name(url: str) -> str:
+def shard_name(url: str) -> str:
     """File name of a shard: ``d/000001.tar`` and ``pipe:aws s3 cp s3://b/000001.tar -`` -> ``000001.tar``."""
     if not _is_remote(url):
         return os.path.basename(url)

@@ -38,7 +38,6 @@ from gandist.config import DataConfig
 from gandist.data import images as im
 from gandist.data import worker_signals
 from gandist.data.buffers import ReadBufferPool
-from gandist.data.dataset import DatasetInfo
 from gandist.data.reader import RawBlock, RawSample, check_block_labels, decode_sample, iter_blocks, iter_samples
 from gandist.data.worker_pool import SHM_DIR, SharedBatchSlots, WorkerPool
 from gandist.errors import DataError
@@ -639,52 +638,3 @@ class ImageStream:
         if self._gen is not None:
             self._gen.close()
             self._gen = None
-
-
-def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank: int, rank: int, world_size: int,
-                 seed: int, image_size: int, channels: int, log: Callable[[str], None] | None = None,
-                 device: torch.device | str | None = None) -> ImageStream:
-    """The stream of one rank. ``rank``/``world_size`` come from the caller (the engine): the
-    split by node is explicit, never guessed from the environment (webdataset's default
-    single-node splitter raises under multi-node, and a guessed rank duplicates data).
-    ``log`` receives notes for the user (the run logger prints them once, on rank zero).
-    ``device``: the training device, where ``data.device_cache`` keeps the dataset (default cpu)."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} not in 0..{world_size - 1}")
-    if batch_size_per_rank < 1:
-        raise ValueError(f"batch_size_per_rank must be >= 1, got {batch_size_per_rank}")
-    if not info.shard_counts or len(info.shard_counts) != len(info.urls):
-        raise DataError("dataset info has no per-shard sample counts (resolve it with resolve_dataset)")
-    num_loader_workers = data_cfg.num_workers
-    if num_loader_workers < 0:
-        from gandist.runtime import default_num_workers
-
-        num_loader_workers = default_num_workers()
-    plan = StreamPlan(
-        urls=list(info.urls), counts=list(info.shard_counts), sample_format=info.sample_format,
-        block_size=info.block_size, num_classes=info.num_classes, mode=data_cfg.mode, seed=seed, rank=rank,
-        world_size=world_size, num_workers=max(1, num_loader_workers), batch_size=batch_size_per_rank,
-        chunk_size=data_cfg.shuffle_buffer, image_size=image_size or info.image_size,
-        channels=channels or info.channels, random_flip=data_cfg.random_flip,
-        random_crop_pad=data_cfg.random_crop_pad,
-    )
-    if plan.mode == "epoch":
-        nb = plan.batches_per_rank()
-        if nb == 0:
-            raise DataError(
-                f"data: {plan.num_samples} samples are fewer than one batch on every rank "
-                f"({world_size} ranks x {batch_size_per_rank} per rank = {world_size * batch_size_per_rank}); "
-                "lower train.batch_size or use more data"
-            )
-        dropped = plan.num_samples - nb * world_size * batch_size_per_rank
-        if dropped and log is not None:
-            log(
-                f"data: epoch mode: {nb} batches per rank per epoch; {dropped} of {plan.num_samples} samples "
-                f"({100.0 * dropped / plan.num_samples:.2f}%) are left out of each epoch (a different tail of the "
-                f"shuffled order every epoch) so all {world_size} ranks run the same number of steps"
-            )
-    from gandist.data.device_cache import build_device_cache, use_device_cache
-
-    if use_device_cache(data_cfg, plan):
-        return build_device_cache(plan, data_cfg, info, device or "cpu", log=log)
-    return ImageStream(plan, data_cfg, num_loader_workers)

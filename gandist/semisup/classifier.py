@@ -47,7 +47,7 @@ def load_discriminator(run_dir_or_ckpt: str | os.PathLike, log: Callable[[str], 
 
 def load_test_set(path: str | os.PathLike, spec, class_names: list[str], what: str = "--test"):
     """Labelled shards at the D's image size and channels, checked against the run's classes."""
-    from gandist.commands.classify import load_labelled
+    from gandist.classification.labelled_shards import load_labelled
 
     test, _ = load_labelled(Path(path), what, image_size=spec.image_size, channels=spec.channels)
     if test.class_names and list(test.class_names) != list(class_names):

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gandist.data import shard_name
 from gandist.errors import ConfigError, DataError
 
 LABELLED_FILE = "labelled.json"
@@ -46,12 +47,6 @@ class LabelledSet:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def shard_name(url: str) -> str:
-    from gandist.data.dataset import _shard_name
-
-    return _shard_name(url)
 
 
 # Reading keys and labels -------------------------------------------------------------------------

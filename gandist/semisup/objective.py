@@ -93,7 +93,7 @@ class SemisupObjective:
     def labelled_batch(self, step: int, micro: int, rank: int, world_size: int, accum: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's labelled micro-batch ``micro`` of ``step``: (uint8 B x C x H x W, labels B),
         augmented like the real images (``data.random_flip``, ``data.random_crop_pad``)."""
-        from gandist.data.stream import augment_batch_np
+        from gandist.data import augment_batch_np
 
         self._gen.manual_seed(hash((self.seed, step, 7919)) & 0x7FFF_FFFF_FFFF_FFFF)
         idx = torch.randint(0, len(self.labels), (self.global_batch_size,), generator=self._gen)
