@@ -75,7 +75,7 @@ def reference() -> str:
         name = k.key.split(".", 1)[0]
         if name != section:
             section = name
-            lines += ["", f"**`{section}`**", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+            lines += ["", f"## `{section}`", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
         lines.append(f"| `{k.key}` | {k.type_name} | `{k.default!r}` | {k.doc} |")
     lines += ["", END]
     return "\n".join(lines)
