@@ -57,3 +57,11 @@ def test_a_broken_link_fails_the_build(mkdocs, tmp_path, link):
     p = mkdocs(root, tmp_path / "site")
     assert p.returncode != 0, f"a link to {link} did not fail the strict build:\n{p.stdout}{p.stderr}"
     assert link.split("#")[-1] in p.stdout + p.stderr
+
+
+def test_every_page_is_in_the_nav():
+    """A page left out of mkdocs.yml's nav builds but cannot be reached from the menu."""
+    nav = (REPO / "mkdocs.yml").read_text().split("\nnav:", 1)[1]
+    pages = sorted(str(p.relative_to(REPO / "docs")) for p in (REPO / "docs").rglob("*.md"))
+    missing = [p for p in pages if f": {p}\n" not in nav + "\n"]
+    assert pages and not missing, f"docs pages missing from the nav in mkdocs.yml: {missing}"
