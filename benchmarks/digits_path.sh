@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's GAN -> synthetic data -> classifier path on the built-in digits, each command
 # timed. Usage: bash benchmarks/digits_path.sh WORKDIR [GANDIST_COMMAND...]
-# (default command: python -m gandist). Used for the figures in README's "Measured" section.
+# (default command: python -m gandist). Used for the figures in docs/classify.md ("Measured on the digits") and the README.
 set -euo pipefail
 WORK=$(realpath -m "$1"); shift
 G=("${@:-python3}")

@@ -1,7 +1,9 @@
-"""The config reference (README section) generated from the dataclasses' field docs.
+"""The config reference (the docs page ``docs/reference/config.md``) generated from the
+dataclasses' field docs.
 
-``python -m gandist.config_reference`` prints it; a test checks README.md holds the current
-version, so the documentation cannot drift from the code.
+``python -m gandist.config_reference`` prints the page; ``--write docs/reference/config.md``
+writes it. A test checks the committed page is the current one, so the documentation cannot
+drift from the code.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class KeyDoc:
 
 
 def key_docs() -> list[KeyDoc]:
-    """Every config key in declaration order: the one source of the README reference and of
+    """Every config key in declaration order: the one source of the docs' config reference and of
     ``gandist config``."""
     out = []
     defaults = Config()
@@ -73,33 +75,48 @@ def reference() -> str:
         name = k.key.split(".", 1)[0]
         if name != section:
             section = name
-            lines += ["", f"**`{section}`**", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+            lines += ["", f"## `{section}`", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
         lines.append(f"| `{k.key}` | {k.type_name} | `{k.default!r}` | {k.doc} |")
     lines += ["", END]
     return "\n".join(lines)
 
 
-def update_readme(path) -> bool:
-    """Replace the generated block in README.md; True when the file changed."""
+PAGE = "docs/reference/config.md"
+INTRO = """# Configuration reference
+
+Generated from the dataclasses in `gandist/config.py`: do not edit this page, run
+`python -m gandist.config_reference --write docs/reference/config.md`. The same list, on the
+command line: `gandist config` (all keys), `gandist config eval` (one section),
+`gandist config --run-dir runs/digits train.steps` (one key with the value a run used).
+
+Values are YAML on the command line (`gandist train train.steps=2000 model.conditional=false`)
+and in `--config` files (sections as mappings); the order is defaults < `--config` file <
+`key.sub=value` overrides ([Training](../training.md)).
+"""
+
+
+def page() -> str:
+    """The whole docs page: the introduction, then the generated tables."""
+    return INTRO + "\n" + reference() + "\n"
+
+
+def write_page(path=PAGE) -> bool:
+    """Write the page; True when the file changed."""
     from pathlib import Path
 
     path = Path(path)
-    text = path.read_text()
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        new = head + reference() + tail
-    else:
-        new = text.replace("CONFIG_REFERENCE_PLACEHOLDER", reference())
-    changed = new != text
-    path.write_text(new)
-    return changed
+    old = path.read_text() if path.exists() else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = page()
+    if new != old:
+        path.write_text(new)
+    return new != old
 
 
 if __name__ == "__main__":
     import sys
 
     if sys.argv[1:2] == ["--write"]:
-        update_readme(sys.argv[2] if len(sys.argv) > 2 else "README.md")
+        write_page(sys.argv[2] if len(sys.argv) > 2 else PAGE)
     else:
-        print(reference())
+        print(page(), end="")

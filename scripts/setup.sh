@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (if needed) and install gandist into it. Usage: bash scripts/setup.sh [--dev]
-#   --dev   also install the test dependencies (pytest, ...)
+#   --dev   also install the test dependencies (pytest, ...) and the docs site's (mkdocs)
 # torch is installed first, on its own: a plain "torch" requirement resolved by pip together
 # with everything else can pull a multi-GB CUDA build onto a CPU-only machine. An already
 # installed torch (e.g. the CUDA build a GPU user chose) is kept.
@@ -17,6 +17,6 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "${PIP[@]}" "$TORCH_SPEC"
 fi
 extra=""
-[ "${1:-}" = "--dev" ] && extra="[dev]"
+[ "${1:-}" = "--dev" ] && extra="[dev,docs]"
 echo "setup: installing gandist$extra and its dependencies into $VENV" >&2
 "${PIP[@]}" -e ".$extra"

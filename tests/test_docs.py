@@ -1,5 +1,6 @@
-"""The docs name only what exists: every repository path in README.md and docs/ is in the
-repository, and every `gandist ...` command line parses (training commands pass --dry-run)."""
+"""The docs name only what exists: every repository path and every relative link in README.md and
+in every page under docs/ (subfolders included) is in the repository, and every `gandist ...`
+command line parses (training commands pass --dry-run)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from gandist.cli import build_parser, main
 from gandist.config_reference import key_docs
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 TOP_DIRS = ("gandist", "tests", "scripts", "launch", "slurm", "configs", "docs", "benchmarks", ".ci")
 PATH_RE = re.compile(r"(?<![\w./$-])((?:%s)/[\w./*{}-]*[\w*}])" % "|".join(re.escape(d) for d in TOP_DIRS))
 KEYS = {d.key for d in key_docs()}
@@ -44,11 +45,21 @@ def repo_paths(path: Path) -> set[str]:
             if "<" in p or p.startswith("docs/library_notes.md,"):
                 continue
             found.add(p)
-    # Markdown links and images, e.g. ](docs/x.png)
-    for m in re.finditer(r"\]\(([^)#:]+)\)", text):
-        target = (path.parent / m.group(1)).resolve()
-        found.add(str(target.relative_to(REPO)) if target.is_relative_to(REPO) else m.group(1))
+    for target in link_targets(path):
+        found.add(str(target.relative_to(REPO)) if target.is_relative_to(REPO) else str(target))
     return found
+
+
+def link_targets(path: Path) -> list[Path]:
+    """Relative markdown links and images of a page, e.g. ](docs/x.png) or ](../training.md#resume),
+    resolved from the page's own folder, anchors dropped; web links and same-page anchors skipped."""
+    out = []
+    for m in re.finditer(r"\]\(([^)\s]+)\)", doc_text(path)):
+        link = m.group(1)
+        if re.match(r"[a-z][\w+.-]*:", link) or link.startswith("#"):
+            continue
+        out.append((path.parent / link.split("#", 1)[0]).resolve())
+    return out
 
 
 def command_lines(path: Path) -> list[tuple[str, bool, str]]:
@@ -101,7 +112,8 @@ def all_docs_items(kind):
     items = []
     for path in DOCS:
         values = repo_paths(path) if kind == "paths" else command_lines(path)
-        items += [pytest.param(path.name, v, id=f"{path.name}:{v if isinstance(v, str) else v[0]}"[:120]) for v in sorted(values)]
+        name = str(path.relative_to(REPO))
+        items += [pytest.param(name, v, id=f"{name}:{v if isinstance(v, str) else v[0]}"[:120]) for v in sorted(values)]
     return items
 
 
@@ -136,6 +148,20 @@ def test_command_lines_parse(doc, command, tmp_path):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main([*argv, "--dry-run"])
         assert code == 0, f"{doc}: `{line} --dry-run` exited {code}: {err.getvalue()}"
+
+
+def test_readme_links_resolve():
+    targets = link_targets(REPO / "README.md")
+    assert len(targets) >= 10
+    missing = [str(t) for t in targets if not t.exists()]
+    assert not missing, f"README.md links to {missing}, which are not in the repository"
+
+
+def test_docs_pages_in_subfolders_are_scanned():
+    names = {str(p.relative_to(REPO)) for p in DOCS}
+    assert {"docs/reference/config.md", "docs/reference/cli.md", "docs/index.md", "docs/slurm.md"} <= names
+    # a link from docs/reference/ resolves from that folder, not from the repository root
+    assert REPO / "docs" / "exit-codes.md" in link_targets(REPO / "docs" / "reference" / "cli.md")
 
 
 def test_the_scan_finds_what_it_should():

@@ -98,12 +98,18 @@ def test_sample_arguments(trained):
         g.sample(3, labels=[1, 2])
 
 
+def python_example(page):
+    """The first python block under a page's "## Python API" heading."""
+    section = re.split(r"^## Python API\n", page.read_text(), maxsplit=1, flags=re.M)[1]
+    return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+
+
 def test_readme_python_example_runs(trained, monkeypatch):
     root, _, _ = trained
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("**Python API**", 1)[1]
-    example = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    example = python_example(REPO_ROOT / "README.md")
     assert 'load_generator("runs/digits")' in example
+    # the docs page carries the same example, so what runs here is what both show
+    assert python_example(REPO_ROOT / "docs" / "training.md") == example
     monkeypatch.chdir(root)  # where runs/digits is
     exec(compile(example, "README.md", "exec"), {})
     assert (root / "seven.png").stat().st_size > 50

@@ -1,5 +1,5 @@
 """``gandist config [--defaults | --run-dir DIR] [KEY]``: every config key with its type, default
-and doc line, from the same source as the README's configuration reference."""
+and doc line, from the same source as the docs' configuration reference."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "config",
         help="list the config keys: type, default and meaning (or one key / one section)",
-        description="List every config key with its type, default and doc line (the README's configuration reference "
+        description="List every config key with its type, default and doc line (the docs' configuration reference, docs/reference/config.md, "
         "comes from the same source). --run-dir adds the value a run used (its config.yaml).",
     )
     which = p.add_mutually_exclusive_group()
