@@ -13,6 +13,8 @@ import argparse
 import re
 from pathlib import Path
 
+from gandist.reference_page import main, write_if_changed
+
 PAGE = "docs/reference/cli.md"
 WIDTH = 100  # usage lines are wrapped at this width, whatever the terminal
 
@@ -121,19 +123,8 @@ def page() -> str:
 
 def write_page(path: str | Path = PAGE) -> bool:
     """Write the page; True when the file changed."""
-    path = Path(path)
-    old = path.read_text() if path.exists() else None
-    new = page()
-    if new != old:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(new)
-    return new != old
+    return write_if_changed(path, page())
 
 
 if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:2] == ["--write"]:
-        write_page(sys.argv[2] if len(sys.argv) > 2 else PAGE)
-    else:
-        print(page(), end="")
+    main(page, PAGE)

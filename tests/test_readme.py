@@ -60,3 +60,10 @@ def test_readme_names_no_page_that_is_not_in_the_site_nav():
     nav = (REPO_ROOT / "mkdocs.yml").read_text()
     for link in re.findall(r"\]\(docs/([^)#\s]+)", README):
         assert link in nav, f"README.md links to docs/{link}, which mkdocs.yml's nav does not list"
+
+
+def test_reference_pages_write_only_when_changed(tmp_path):
+    for module in (config_reference, cli_reference):
+        path = tmp_path / module.__name__ / "page.md"
+        assert module.write_page(path) is True and path.read_text() == module.page()
+        assert module.write_page(path) is False
