@@ -39,5 +39,9 @@ class CheckpointError(BadInputError):
     """A checkpoint is missing, incomplete or damaged."""
 
 
+class PeerLost(GandistError):
+    """A collective failed because another rank died or stopped answering (exit code 1)."""
+
+
 class TrainingDiverged(GandistError):
     """A loss became non-finite: training stops and keeps the last good checkpoint."""

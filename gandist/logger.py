@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from gandist.engine.peers import layout
 from gandist.grid import make_grid, save_png, to_uint8, view_upscale
 
 if TYPE_CHECKING:
@@ -118,6 +119,9 @@ class RunLogger:
             f"batch {engine.batch_size_per_rank} per rank x {engine.world_size} ranks x {cfg.train.grad_accum} accum = "
             f"{cfg.train.batch_size} global | steps {step} -> {total_steps}, precision {cfg.train.mixed_precision}"
         )
+        peers = getattr(engine, "peers", [])
+        if len({p.host for p in peers}) > 1:  # a multi-node job: say which node runs which rank
+            self.info(f"ranks on {len({p.host for p in peers})} hosts: {layout(peers)}")
 
     def finished(self, step: int) -> None:
         """Where to look at what the run made."""

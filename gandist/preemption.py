@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,11 +29,11 @@ from typing import Callable
 from gandist.config import PreemptionConfig, canonical_signal_name
 from gandist.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED
 
-
 # Process-wide state: signal handlers are process-wide too. Written only by the handler and
 # by install()/uninstall(); a list append is atomic under the GIL.
 _received: list[int] = []
 _installed: dict[int, object] = {}
+_who = ""  # "rank R on HOST " in a multi-process run (set by install)
 
 
 def install(cfg: PreemptionConfig | None = None) -> None:
@@ -41,7 +42,9 @@ def install(cfg: PreemptionConfig | None = None) -> None:
     Call once per process before training, in the main thread. Signals other than these keep
     their handlers. Calling it again adds signals; the flag is not cleared.
     """
+    global _who
     cfg = cfg or PreemptionConfig()
+    _who = _rank_and_host()
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("preemption.install must run in the main thread (Python delivers signals there)")
     for name in cfg.signals:
@@ -98,7 +101,15 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     if first:
         name = signal.Signals(signum).name
         again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
-        _write(f"gandist: received {name}: will checkpoint and stop at the next step boundary{again}\n")
+        _write(f"gandist: {_who}received {name}: will checkpoint and stop at the next step boundary{again}\n")
+
+
+def _rank_and_host() -> str:
+    """``rank 1 on node2 `` under a launcher of several processes (so a multi-node job's log shows
+    every rank got the notice), else nothing. Worked out before any signal: the handler only formats."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return ""
+    return f"rank {os.environ.get('RANK', '?')} on {socket.gethostname()} "
 
 
 def _write(msg: str) -> None:

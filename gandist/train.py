@@ -19,7 +19,7 @@ from gandist import preemption
 from gandist.checkpoint import Checkpointer
 from gandist.config import Config
 from gandist.engine import Engine, build_engine
-from gandist.errors import EXIT_OK, EXIT_PREEMPTED, DataError, TrainingDiverged
+from gandist.errors import EXIT_OK, EXIT_PREEMPTED, DataError, PeerLost, TrainingDiverged
 from gandist.latents import LatentSampler, fixed_noise
 from gandist.logger import RunLogger, RunningMeans, StepStats
 from gandist.gan_objective import GanObjective
@@ -75,8 +75,23 @@ def train(cfg: Config, run_dir: Path) -> int:
         finally:
             run.logger.close()
             run.stream.close()
+    except RuntimeError as e:
+        lost = engine.explain_failure(e)  # a peer died (node lost, process killed) or hung
+        if lost is None:
+            raise
+        raise PeerLost(f"{lost}. {kept_checkpoint(run_dir)}") from None
     finally:
         engine.close()
+
+
+def kept_checkpoint(run_dir: Path) -> str:
+    """What a run that stops on a failure leaves to resume from (checkpoints are only ever
+    committed whole, so the newest committed one is good)."""
+    committed = Checkpointer(run_dir, None, keep=0).committed()
+    if not committed:
+        return "No checkpoint was saved yet: the same command starts again from step 0"
+    step, path = committed[-1]
+    return f"The newest checkpoint, {path} (step {step}), is kept: the same command resumes from it"
 
 
 def train_loop(run: Run) -> int:

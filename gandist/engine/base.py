@@ -30,6 +30,7 @@ class Engine(ProcessGroup, abc.ABC):
     batch_size_per_rank: int
 
     def _attach(self, rank: int, world_size: int, device: torch.device, owns_group: bool = False) -> None:
+        self.timeout_minutes = self.cfg.engine.timeout_minutes
         super()._attach(rank, world_size, device, owns_group)
         self.batch_size_per_rank = self.cfg.train.batch_size_per_rank(world_size)
 

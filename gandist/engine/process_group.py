@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from gandist.engine.launch import launch_env
+from gandist.engine.peers import Peer, describe_lost_peer, is_lost_peer_error, this_peer
 
 
 class ProcessGroup:
@@ -26,6 +27,7 @@ class ProcessGroup:
         """Join the launcher's process group (made here if the launcher started several processes
         and nobody made it yet); a single process without a launcher is a group of one."""
         env = launch_env()
+        self.timeout_minutes = timeout_minutes
         owns = False
         if not dist.is_initialized() and env.world_size > 1:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -41,6 +43,23 @@ class ProcessGroup:
         self.world_size = world_size
         self.device = device
         self._owns_group = owns_group
+        self.peers: list[Peer] = self._gather_peers()
+
+    def _gather_peers(self) -> list[Peer]:
+        """Every rank's host, addresses and pid, asked while all ranks are alive (see ``peers``)."""
+        me = this_peer(self.rank)
+        if not self._distributed():
+            return [me]
+        everyone: list = [None] * self.world_size
+        dist.all_gather_object(everyone, me)
+        return everyone
+
+    def explain_failure(self, error: BaseException) -> str | None:
+        """A message naming the rank this one lost when ``error`` is a collective failing because a
+        peer died or hung; None for any other error."""
+        if self.world_size == 1 or not is_lost_peer_error(error):
+            return None
+        return describe_lost_peer(error, self.peers, self.rank, self.timeout_minutes)
 
     @property
     def is_main(self) -> bool:
