@@ -63,6 +63,22 @@ def slurm_problem() -> str | None:
     return None
 
 
+MULTINODE_ON = REPO_ROOT / "scripts" / "slurm_multinode_on.sh"
+
+
+def multinode_problem() -> str | None:
+    """Why the two-node cluster of scripts/slurm_multinode_up.sh cannot be used (None when both
+    of its nodes answer as usable)."""
+    proc = subprocess.run(["bash", str(MULTINODE_ON), "sinfo", "-h", "-N", "-o", "%N %T"],
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        return f"the two-node test cluster is not running ({proc.stderr.strip()}): sudo bash scripts/slurm_multinode_up.sh"
+    states = dict(line.split()[:2] for line in proc.stdout.splitlines() if line.strip())
+    if not all(re.match(r"idle|mixed|allocated", states.get(node, "")) for node in ("node1", "node2")):
+        return f"the two-node test cluster has no two usable nodes (states: {states})"
+    return None
+
+
 def in_ci() -> bool:
     """True under CI (``CI=true``, as GitHub Actions, GitLab and .ci/run set it)."""
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
