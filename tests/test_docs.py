@@ -166,7 +166,7 @@ def test_docs_pages_in_subfolders_are_scanned():
 
 def test_the_scan_finds_what_it_should():
     paths = repo_paths(REPO / "README.md")
-    assert {"scripts/slurm_up.sh", "launch/run.sh", "configs/dcgan64_imagefolder.yaml"} <= paths
+    assert {"scripts/slurm_multinode_up.sh", "launch/run.sh", "configs/dcgan64_imagefolder.yaml"} <= paths
     commands = [c for c, _, _ in command_lines(REPO / "README.md")]
     assert any(c.startswith("gandist train --run-dir runs/digits") for c in commands)
     assert any(c.startswith("gandist train --run-dir runs/a engine.kind=zero") for c in commands)  # after -m
