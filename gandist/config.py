@@ -31,8 +31,8 @@ MAX_SEED = 2**31 - 1
 class DataConfig:
     path: str = ""
     """Shard directory, brace pattern (``d/{000000..000009}.tar``) or ``pipe:`` URL; empty: the built-in dataset."""
-    builtin: Literal["digits"] = "digits"
-    """Built-in dataset used when ``path`` is empty (made on first use in ``cache_dir``)."""
+    builtin: Literal["digits", "gray28", "colour32", "colour64"] = "digits"
+    """Built-in dataset used when ``path`` is empty (made on first use in ``cache_dir``): digits (16x16 gray), or a patch set of photographs that scikit-image and scikit-learn ship (gray28, colour32, colour64)."""
     cache_dir: str = ""
     """Where built-in shards are cached; empty: ``$GANDIST_CACHE`` or ``~/.cache/gandist``."""
     mode: Literal["epoch", "resampled"] = "epoch"

@@ -40,6 +40,32 @@ def explicit_keys(config_path: str | os.PathLike | None, overrides: Sequence[str
     return keys
 
 
+def resolve_objective_defaults(cfg: Any, explicitly_set: set[str]) -> str:
+    """Fit the defaults to ``train.objective`` and return a notice for the log (or "").
+
+    A semi-supervised GAN needs an unconditional G: D's K class logits carry the labels, and
+    most images have none to condition on. ``model.conditional`` defaults to true for the GAN
+    objective, so ``train.objective=semisup`` alone would be refused. G's loss is feature
+    matching on D's penultimate features, the choice Salimans et al. (2016) made for
+    classification and the one docs/semisup.md measures. Each of the two is changed only where
+    the user left it at its default; set explicitly, it stays (and validation refuses
+    ``model.conditional=true`` with the reason).
+    """
+    if cfg.train.objective != "semisup":
+        return ""
+    changed = []
+    if cfg.model.conditional and "model.conditional" not in explicitly_set:
+        cfg.model.conditional = False
+        changed.append("model.conditional=false")
+    if cfg.loss.name == "nonsaturating" and "loss.name" not in explicitly_set:
+        cfg.loss.name = "feature_matching"
+        changed.append("loss.name=feature_matching")
+    if not changed:
+        return ""
+    return ("notice: train.objective=semisup: an unconditional generator trained by feature matching on D's features "
+            f"(the labels go to D's class logits); set {' '.join(changed)} (set them yourself to choose otherwise)")
+
+
 def resolve_mixed_precision(configured: str, explicitly_set: bool, env: Mapping[str, str] | None = None) -> tuple[str, str]:
     """(precision to use, a note for the log or "") from the config and ``accelerate launch``.
 

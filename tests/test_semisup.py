@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from gandist.config import DataConfig, load_config
 from gandist.data import digits_arrays, read_all, resolve_dataset, write_shards
 from gandist.data.builtin import write_builtin
 from gandist.errors import ConfigError
+from gandist.runtime import resolve_objective_defaults
 from gandist.losses import get_loss
 from gandist.semisup.labelled import choose, load_images, make_record, scan_labels
 from gandist.semisup.objective import (
@@ -116,8 +119,34 @@ def test_config_checks_name_the_field():
     with pytest.raises(ConfigError, match="loss.name: feature_matching needs train.objective=semisup"):
         load_config(None, ["loss.name=feature_matching"]).validate()
     with pytest.raises(ConfigError, match="model.conditional=false"):
-        load_config(None, ["train.objective=semisup"]).validate()
+        load_config(None, ["train.objective=semisup", "model.conditional=true"]).validate()
     load_config(None, SEMISUP).validate()
+
+
+def test_semisup_with_the_defaults_picks_the_generator_it_needs_and_says_so():
+    cfg = load_config(None, ["train.objective=semisup"])
+    note = resolve_objective_defaults(cfg, {"train.objective"})
+    assert not cfg.model.conditional and cfg.loss.name == "feature_matching"
+    assert "model.conditional=false" in note and "loss.name=feature_matching" in note
+    cfg.validate()
+    # What the user set stays: an explicit loss is kept, an explicit conditional G is refused by validate.
+    cfg = load_config(None, ["train.objective=semisup", "loss.name=hinge"])
+    note = resolve_objective_defaults(cfg, {"train.objective", "loss.name"})
+    assert cfg.loss.name == "hinge" and "loss.name" not in note
+    cfg = load_config(None, ["train.objective=semisup", "model.conditional=true"])
+    resolve_objective_defaults(cfg, {"train.objective", "model.conditional"})
+    with pytest.raises(ConfigError, match="model.conditional=false"):
+        cfg.validate()
+    # The GAN objective is left alone.
+    cfg = load_config(None, [])
+    assert resolve_objective_defaults(cfg, set()) == "" and cfg.model.conditional
+
+
+def test_the_semisup_command_a_user_types_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gandist", "train", "--dry-run", "--run-dir", str(tmp_path / "r"),
+                             "train.objective=semisup", "data.labelled_per_class=10"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "notice: train.objective=semisup" in result.stdout and "conditional: false" in result.stdout
 
 
 # The losses --------------------------------------------------------------------------------------

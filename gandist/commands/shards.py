@@ -31,9 +31,13 @@ def add_parser(subparsers) -> None:
     mk = sub.add_parser("make", help="write shards from a folder, arrays, CIFAR batches or the built-in digits")
     src = mk.add_mutually_exclusive_group(required=True)
     src.add_argument("--from", dest="source", help="ImageFolder tree (root/class/*.png), flat image folder, .npz/.npy, or CIFAR-10/100 python batches folder")
-    src.add_argument("--builtin", choices=["digits"], help="built-in dataset (scikit-learn's 8x8 digits, upscaled)")
+    src.add_argument("--builtin", choices=["digits", "gray28", "colour32", "colour64"],
+                     help="built-in dataset: digits (scikit-learn's 8x8 digits at 16x16), or patches of the photographs "
+                          "scikit-image and scikit-learn ship: gray28 (1 x 28 x 28), colour32, colour64 (10 classes each)")
     mk.add_argument("--out", required=True, type=Path, help="output directory (created; re-running resumes)")
-    mk.add_argument("--split", default="all", choices=["all", "train", "test"], help="built-in/CIFAR split; digits: fixed seeded 80/20 per class (default all)")
+    mk.add_argument("--split", default="all", choices=["all", "train", "test", "fit", "val"],
+                    help="built-in/CIFAR split (default all). Built-in: train/test fixed per class; train = fit + val, "
+                         "val for choices, test read once for the report (CIFAR: train/test/all)")
     mk.add_argument("--labels", default="", help="labels .npy for --from images.npy")
     mk.add_argument("--format", dest="fmt", default="png", choices=["png", "jpg", "npy", "blocks"],
                     help="png/jpg: one image per sample; npy: raw arrays; blocks: --block-size images per tar member (fast for small images)")

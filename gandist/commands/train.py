@@ -12,7 +12,7 @@ from gandist.engine.launch import launch_env
 from gandist.errors import BadInputError, ConfigError
 from gandist.fileio import atomic_write_text
 from gandist.run_lock import acquire_run_dir
-from gandist.runtime import apply_thread_budget, explicit_keys, resolve_mixed_precision
+from gandist.runtime import apply_thread_budget, explicit_keys, resolve_mixed_precision, resolve_objective_defaults
 
 # Keys a resumed run may change without --allow-config-change: training longer is the point
 # of resuming; anything else would silently mix two experiments in one run directory.
@@ -38,8 +38,9 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    precision_explicit = "train.mixed_precision" in explicit_keys(args.config, args.overrides)
-    cfg.train.mixed_precision, precision_note = resolve_mixed_precision(cfg.train.mixed_precision, precision_explicit)
+    explicit = explicit_keys(args.config, args.overrides)
+    cfg.train.mixed_precision, precision_note = resolve_mixed_precision(cfg.train.mixed_precision, "train.mixed_precision" in explicit)
+    objective_note = resolve_objective_defaults(cfg, explicit)
     # The launcher's world size, read before any process group exists (and without torch), so
     # that batch divisibility is checked before any work starts.
     launch = launch_env()
@@ -50,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
         check_weights_file(cfg.metrics.inception_weights)
     if launch.is_main:
-        if precision_note:
-            print(precision_note, flush=True)
+        for note in (precision_note, objective_note):
+            if note:
+                print(note, flush=True)
         num_threads, source = apply_thread_budget()
         print(f"torch threads per process: {num_threads} ({source})", flush=True)
         print("resolved config:\n" + _indent(cfg.to_yaml()), flush=True)
