@@ -8,9 +8,18 @@ import numpy as np
 import pytest
 
 from gandist.classification.classifiers import available_classifiers, build_classifier
-from gandist.classification.protocols import ProtocolPlan, run_protocols, stratified_subset
+from gandist.classification.protocols import ProtocolPlan, carve_validation, run_protocols, stratified_subset
 from gandist.classification.report import write_report
-from gandist.classification.training import ClassifierSettings, LabelledImages, accuracy, load_classifier, save_classifier, train_classifier
+from gandist.classification.training import (
+    SELECTION_CHECKS,
+    ClassifierSettings,
+    LabelledImages,
+    Selection,
+    accuracy,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
 from gandist.data import digits_arrays
 from gandist.errors import BadInputError
 
@@ -110,3 +119,46 @@ def test_bad_plans_are_clear_errors(digits):
     rgb = LabelledImages(np.zeros((10, 3, 8, 8), np.uint8), np.arange(10), train.class_names, "rgb")
     with pytest.raises(BadInputError, match=r"rgb: images are \(3, 8, 8\)"):
         run_protocols(train, test, rgb, ProtocolPlan(["cas"]), FAST, num_classes=10)
+
+
+def test_a_validation_split_picks_the_kept_weights_and_test_never_does(digits):
+    train, test = digits
+    rest, val = carve_validation(train, 0.15)
+    assert len(rest) + len(val) == len(train) and np.bincount(val.labels).min() >= 1
+    settings = ClassifierSettings(steps=40, batch_size=32, lr=0.2)  # a high rate: the last weights are not always the best
+    chosen: list[Selection] = []
+    kept = train_classifier(rest, 10, settings, seed=0, select_on=val, on_selected=chosen.append)
+    final = train_classifier(rest, 10, settings, seed=0)
+    (selection,) = chosen
+    assert selection.step in {round(40 * (i + 1) / SELECTION_CHECKS) for i in range(SELECTION_CHECKS)}
+    assert accuracy(kept, val) == selection.val_accuracy >= accuracy(final, val)
+    if selection.step == 40:
+        assert accuracy(kept, test) == accuracy(final, test)
+    # The test split cannot change what is kept: the same run against another test set keeps the same step.
+    plan = ProtocolPlan(["real"], seeds=1)
+    a, _ = run_protocols(rest, test, None, plan, settings, num_classes=10, log=lambda s: None, val=val)
+    b, _ = run_protocols(rest, test.subset(np.arange(50)), None, plan, settings, num_classes=10, log=lambda s: None, val=val)
+    assert a["real"]["real"]["selected_steps"] == b["real"]["real"]["selected_steps"] == [selection.step]
+    assert a["real"]["real"]["val_accuracy_mean"] == selection.val_accuracy
+
+
+def test_classify_cli_reports_which_split_chose_and_which_measured(tmp_path):
+    import subprocess
+    import sys
+
+    from gandist.data.builtin import write_builtin
+
+    for split in ("fit", "val", "test"):
+        write_builtin("digits", tmp_path / split, split=split)
+    out = subprocess.run([sys.executable, "-m", "gandist", "classify", "--train", str(tmp_path / "fit"), "--val", str(tmp_path / "val"),
+                          "--test", str(tmp_path / "test"), "--seeds", "1", "--steps", "20", "--out", str(tmp_path / "r"), "--no-progress"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "r" / "classify_report.json").read_text())
+    assert report["meta"]["val"] == str(tmp_path / "val") and report["meta"]["num_val"] == 179
+    assert len(report["real"]["real"]["selected_steps"]) == 1
+    md = (tmp_path / "r" / "classify_report.md").read_text()
+    assert "Weights chosen on the validation split" in md and "| val accuracy | test accuracy |" in md
+    carved = subprocess.run([sys.executable, "-m", "gandist", "classify", "--train", str(tmp_path / "fit"), "--val-fraction", "1.5",
+                             "--test", str(tmp_path / "test"), "--out", str(tmp_path / "r2")], capture_output=True, text=True)
+    assert carved.returncode == 2 and "--val-fraction" in carved.stderr

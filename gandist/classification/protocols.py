@@ -2,7 +2,10 @@
 (Ravuri & Vinyals, 2019), ``mix`` and ``lowdata``.
 
 Every accuracy is measured on a held-out *real* test split; every setting gets the same
-optimizer-step budget, so settings differ only in their data.
+optimizer-step budget, so settings differ only in their data. With a validation split (real
+images the classifiers never train on, carved from the training data), each run keeps its
+weights that score best on it, and the test split is read once per run, for the report: no
+choice is ever made on test.
 """
 
 from __future__ import annotations
@@ -70,6 +73,20 @@ def stratified_subset(labels: np.ndarray, fraction: float, rng: np.random.Genera
     return np.sort(np.concatenate(picked))
 
 
+# Fixed forever: the carved validation split must not move between runs of one study.
+VALIDATION_SEED = 20261206
+
+
+def carve_validation(train: LabelledImages, fraction: float) -> tuple[LabelledImages, LabelledImages]:
+    """(rest, validation): a class-stratified, seeded ``fraction`` of ``train`` held out."""
+    val_index = stratified_subset(train.labels, fraction, np.random.default_rng(VALIDATION_SEED))
+    rest = np.setdiff1d(np.arange(len(train)), val_index)
+    if len(rest) == 0:
+        raise BadInputError(f"--val-fraction {fraction:g}: leaves no training images in {train.source}")
+    return train.subset(rest), LabelledImages(train.images[val_index], train.labels[val_index], train.class_names,
+                                              f"validation part of {train.source}")
+
+
 def check_compatible(real: LabelledImages, other: LabelledImages) -> None:
     if real.images.shape[1:] != other.images.shape[1:]:
         raise BadInputError(
@@ -97,12 +114,16 @@ def run_protocols(
     log: Callable[[str], None] = print,
     on_result: Callable[[str, str, int, float], None] | None = None,
     progress: bool = False,
+    val: LabelledImages | None = None,
 ) -> tuple[dict[str, Any], ResNet | None]:
     """Run every protocol x setting x seed. Returns (report keyed by protocol, then setting, with
-    ``accuracy_mean``/``accuracy_std``/``accuracies``/``num_train``; the classifier of the first
-    seed of ``real``, or None)."""
+    ``accuracy_mean``/``accuracy_std``/``accuracies``/``num_train``, and with ``val`` also
+    ``val_accuracy_mean`` and the ``selected_steps``; the classifier of the first seed of
+    ``real``, or None)."""
     plan.validate(synthetic is not None)
     check_compatible(train, test)
+    if val is not None:
+        check_compatible(train, val)
     if synthetic is not None:
         check_compatible(train, synthetic)
         if len(np.unique(synthetic.labels)) < 2:
@@ -118,16 +139,17 @@ def run_protocols(
 
     def run(protocol: str, setting: str, make_data: Callable[[int], LabelledImages], augment: bool, extra: dict) -> None:
         nonlocal domain_model
-        accs, sizes = [], []
+        accs, sizes, selections = [], [], []
         for seed in range(plan.seeds):
             data = make_data(seed)
             start = time.perf_counter()
             model = train_classifier(data, num_classes, settings, seed=seed, augment=augment, device=device,
-                                     on_step=lambda step, loss: bar.update(1))
+                                     on_step=lambda step, loss: bar.update(1), select_on=val, on_selected=selections.append)
             acc = accuracy(model, test, device)
             accs.append(acc)
             sizes.append(len(data))
-            log(f"{protocol:8s} {setting:28s} seed {seed}: accuracy {acc:.4f} ({len(data)} train images, {time.perf_counter() - start:.1f}s)")
+            chosen = f", kept step {selections[-1].step} (val {selections[-1].val_accuracy:.4f})" if val is not None else ""
+            log(f"{protocol:8s} {setting:28s} seed {seed}: accuracy {acc:.4f} ({len(data)} train images{chosen}, {time.perf_counter() - start:.1f}s)")
             if on_result is not None:
                 on_result(protocol, setting, seed, acc)
             if protocol == "real" and seed == 0:
@@ -137,6 +159,8 @@ def run_protocols(
             "accuracy_std": float(np.std(accs)),
             "accuracies": accs,
             "num_train": int(np.mean(sizes)),
+            **({"val_accuracy_mean": float(np.mean([s.val_accuracy for s in selections])),
+                "selected_steps": [s.step for s in selections]} if val is not None else {}),
             **extra,
         }
 

@@ -12,20 +12,29 @@ from gandist.fileio import atomic_write_text
 
 
 def report_markdown(report: dict[str, Any], meta: dict[str, Any]) -> str:
+    with_val = bool(meta.get("val"))
+    if with_val:
+        splits = (f"Weights chosen on the validation split `{meta['val']}` ({meta.get('num_val', '?')} images: each classifier "
+                  "keeps its best of 10 evenly spaced checks); the test split was read once per classifier, for these figures.")
+    else:
+        splits = "No validation split: each classifier's final weights, nothing chosen on any split."
     lines = [
         "# gandist classify report",
         "",
         f"Test accuracy on the held-out real split `{meta.get('test', '')}` ({meta.get('num_test', '?')} images), "
         f"mean ± std over {meta.get('seeds', '?')} seeds; classifier `{meta.get('arch', '')}`, {meta.get('steps', '?')} steps of batch {meta.get('batch_size', '?')}.",
         "",
-        "| protocol | setting | train images | accuracy |",
-        "| --- | --- | ---: | ---: |",
+        splits,
+        "",
+        "| protocol | setting | train images | " + ("val accuracy | " if with_val else "") + "test accuracy |",
+        "| --- | --- | ---: | " + ("---: | " if with_val else "") + "---: |",
     ]
     for protocol, settings in report.items():
         if protocol == "meta":
             continue
         for setting, r in settings.items():
-            lines.append(f"| {protocol} | {setting} | {r['num_train']} | {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} % |")
+            val_cell = f"{100 * r['val_accuracy_mean']:.1f} % | " if with_val and "val_accuracy_mean" in r else ("- | " if with_val else "")
+            lines.append(f"| {protocol} | {setting} | {r['num_train']} | {val_cell}{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} % |")
     if meta.get("command"):
         lines += ["", "Command:", "", "```", meta["command"], "```"]
     return "\n".join(lines) + "\n"

@@ -91,6 +91,21 @@ def random_shift(x_bchw: torch.Tensor, max_shift_px: int, gen: torch.Generator) 
     return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
 
 
+@dataclass
+class Selection:
+    """Which weights of one training run were kept, chosen on the validation split."""
+
+    step: int
+    """Optimizer steps done when the kept weights were measured."""
+    val_accuracy: float
+    """Their accuracy on the validation split."""
+
+
+# Validation checks per training run: the kept weights are the best of these (early stopping
+# without stopping: every run costs the same steps, so settings still differ only in data).
+SELECTION_CHECKS = 10
+
+
 def train_classifier(
     data: LabelledImages,
     num_classes: int,
@@ -100,8 +115,14 @@ def train_classifier(
     augment: bool = False,
     device: torch.device | str = "cpu",
     on_step: Callable[[int, float], None] | None = None,
+    select_on: LabelledImages | None = None,
+    on_selected: Callable[[Selection], None] | None = None,
 ) -> ResNet:
-    """Train ``settings.arch`` on ``data`` for ``settings.steps`` steps; returns it in eval mode."""
+    """Train ``settings.arch`` on ``data`` for ``settings.steps`` steps; returns it in eval mode.
+
+    With ``select_on`` (a validation split, never the test split) the run measures its accuracy
+    on it ``SELECTION_CHECKS`` times, evenly spaced, and returns the best of those weights
+    (the earliest on a tie); ``on_selected`` receives which. Without it, the final weights."""
     if len(data) == 0:
         raise BadInputError(f"{data.source}: no training images")
     torch.manual_seed(seed)
@@ -117,6 +138,8 @@ def train_classifier(
     model.train()
     order = torch.randperm(len(data), generator=gen)
     cursor = 0
+    checks = {round(settings.steps * (i + 1) / SELECTION_CHECKS) for i in range(SELECTION_CHECKS)} if select_on is not None else set()
+    best: tuple[Selection, dict[str, torch.Tensor]] | None = None
     for step in range(settings.steps):
         if cursor + batch > len(order):  # new epoch: reshuffle
             order, cursor = torch.randperm(len(data), generator=gen), 0
@@ -132,6 +155,15 @@ def train_classifier(
         sched.step()
         if on_step is not None:
             on_step(step, float(loss.detach()))
+        if step + 1 in checks:
+            val_acc = accuracy(model, select_on, device)  # puts the model in eval mode
+            model.train()
+            if best is None or val_acc > best[0].val_accuracy:
+                best = Selection(step + 1, val_acc), {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best is not None:
+        model.load_state_dict(best[1])
+        if on_selected is not None:
+            on_selected(best[0])
     return model.eval()
 
 

@@ -29,7 +29,13 @@ def add_parser(subparsers) -> None:
         "Writes OUT/classify_report.{md,json,png}, OUT/tb/ and OUT/domain_classifier.safetensors (from protocol real).",
     )
     p.add_argument("--train", type=Path, required=True, help="real training shards (directory with manifest.json)")
-    p.add_argument("--test", type=Path, required=True, help="held-out real test shards")
+    p.add_argument("--test", type=Path, required=True, help="held-out real test shards (read once per classifier, for the report)")
+    val = p.add_mutually_exclusive_group()
+    val.add_argument("--val", type=Path, default=None,
+                     help="real validation shards, disjoint from --train and --test (e.g. shards make --builtin NAME --split val): "
+                          "each classifier keeps its weights that score best on them")
+    val.add_argument("--val-fraction", type=float, default=0.0,
+                     help="carve this class-stratified, seeded fraction of --train out as the validation split instead (e.g. 0.1)")
     p.add_argument("--synthetic", type=Path, default=None, help="labelled synthetic shards (from gandist synth); needed by cas and mix")
     p.add_argument("--protocol", default="real", help="comma-separated protocols: real, cas, mix, lowdata (default real)")
     p.add_argument("--out", type=Path, required=True, help="report directory")
@@ -64,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gandist.classification.classifiers import available_classifiers
     from gandist.classification.labelled_shards import load_labelled
-    from gandist.classification.protocols import ProtocolPlan, run_protocols
+    from gandist.classification.protocols import ProtocolPlan, carve_validation, run_protocols
     from gandist.classification.report import write_report
     from gandist.classification.training import ClassifierSettings, accuracy, save_classifier, settings_dict
 
@@ -80,10 +86,20 @@ def run(args: argparse.Namespace) -> int:
     settings = ClassifierSettings(arch=args.arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise BadInputError(f"--val-fraction: must be in [0, 1) (got {args.val_fraction})")
     train, train_info = load_labelled(args.train, "--train")
     size, channels = train.images.shape[-1], train.images.shape[1]
     test, test_info = load_labelled(args.test, "--test", image_size=size, channels=channels)
     _notice_resized("--test", args.test, test_info, size, channels)
+    val, val_source = None, ""
+    if args.val is not None:
+        val, val_info = load_labelled(args.val, "--val", image_size=size, channels=channels)
+        _notice_resized("--val", args.val, val_info, size, channels)
+        val_source = str(args.val)
+    elif args.val_fraction:
+        train, val = carve_validation(train, args.val_fraction)
+        val_source = f"{args.val_fraction:g} of {args.train} (class-stratified, seeded)"
     synthetic = None
     if args.synthetic is not None:
         # A GAN trained at another size than the data's (data.image_size) makes images of that
@@ -95,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         from gandist.semisup.study import check_runs
 
         check_runs(args.semisup_run, train_info)  # fail before the study's training, not after
-    print(f"train {len(train)} real, test {len(test)} real" + (f", synthetic {len(synthetic)}" if synthetic else "")
+    print(f"train {len(train)} real, " + (f"val {len(val)} real, " if val is not None else "") + f"test {len(test)} real"
+          + (f", synthetic {len(synthetic)}" if synthetic else "")
           + f" images ({channels} x {size} x {size}, {num_classes} classes); classifier {args.arch}, {args.steps} steps", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     report, domain_model = run_protocols(train, test, synthetic, plan, settings, num_classes=num_classes, device=device,
-                                         log=lambda s: print(s, flush=True), on_result=on_result, progress=not args.no_progress)
+                                         log=lambda s: print(s, flush=True), on_result=on_result, progress=not args.no_progress,
+                                         val=val)
     if args.semisup_run:
         from gandist.semisup.study import semisup_lowdata
 
@@ -118,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {
         "command": "gandist " + shlex.join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name in ("gandist", "__main__.py") else "",
         "train": str(args.train), "test": str(args.test), "synthetic": str(args.synthetic) if args.synthetic else None,
+        "val": val_source or None, "num_val": len(val) if val is not None else 0,
         "num_train": len(train), "num_test": len(test), "num_synthetic": len(synthetic) if synthetic else 0,
         "seeds": args.seeds, "protocols": protocols, "semisup_runs": [str(r) for r in args.semisup_run], **settings_dict(settings), "device": str(device),
         "elapsed_sec": round(time.perf_counter() - start, 1),
