@@ -78,17 +78,26 @@ class TrainingState:
             saved = trainer.get("components", {}).get(name)
             if saved is not None:  # absent in checkpoints older than the component: keep its fresh state
                 component.load_state_dict(saved)
-        if rank_state is not None:
+        if rank_state is not None and self.stream.same_shape(rank_state["data"]):
             set_rng_state(rank_state["rng"])
             self.stream.load_state_dict(rank_state["data"])
+        elif rank_state is not None:  # same ranks, another batch per rank or data.num_workers
+            set_rng_state(rank_state["rng"])
+            self.stream.continue_from(rank_state["data"])
+            log(f"the data stream continues in epoch {self.stream.epoch} with the samples the saved run had not read "
+                f"(saved with {rank_state['data']['batch_size_per_rank']} per rank and "
+                f"{rank_state['data']['num_workers']} loader workers)")
         else:
-            # Another world size: ranks read other slices of the data, so continue from rank 0's
-            # position in the epoch (the global batch, hence steps per epoch, is unchanged).
+            # Another world size: the ranks split what the saved run had not read of its epoch
+            # (rank 0's position stands for all: ranks run in lockstep); the global batch, hence
+            # the steps per epoch, is unchanged.
             self.stream.continue_from(trainer["data"])
+            left = self.stream.plan.batches_per_rank(self.stream.epoch) if self.stream.batches_per_epoch else None
             log(
                 f"resuming a checkpoint of {trainer['world_size']} process(es) on {engine.world_size}: the global batch is "
-                f"kept ({engine.batch_size_per_rank} per rank); the data stream continues at epoch {self.stream.epoch}, "
-                f"batch {self.stream.batches_in_epoch} (ranks now read other slices)"
+                f"kept ({engine.batch_size_per_rank} per rank); the data stream continues in epoch {self.stream.epoch}"
+                + (f" with the {left} steps of samples not read yet (each sample of the epoch still read once)"
+                   if left is not None else "")
             )
 
     # The state as files ------------------------------------------------------------------------

@@ -87,7 +87,9 @@ def test_continue_from_another_world_size_as_streaming_does(uneven):
         got, ref = _make(uneven, True, rank=rank, world=2, batch=4), _make(uneven, False, rank=rank, world=2, batch=4)
         got.continue_from(state)
         ref.continue_from(state)
-        assert (got.epoch, got.batches_in_epoch) == (ref.epoch, ref.batches_in_epoch) == (0, 2)
+        # The rest of epoch 0 (the 32 samples rank 0's two batches left): 4 steps of 2 x 4, then epoch 1.
+        assert (got.epoch, got.batches_in_epoch) == (ref.epoch, ref.batches_in_epoch) == (0, 0)
+        assert got.plan.batches_per_rank(0) == ref.plan.batches_per_rank(0) == 4
         for (x, y), (rx, ry) in zip(_take(got, 6), _take(ref, 6)):
             assert torch.equal(x, rx) and torch.equal(y, ry)
 

@@ -327,3 +327,90 @@ def test_workers_with_unequal_batch_counts_keep_epochs_exact_and_resume(uneven):
         assert len(set(keys)) == 45, f"epoch {epoch}: a sample repeated"
     for cut in (3, 9, 13):  # mid-round, epoch boundary, mid-round of the second epoch
         _assert_resumes_exactly(make, ref, cut)
+
+
+def _keys_of_leg(info, cfg_for, shape, state, num_batches, *, seed=4):
+    """Each rank of ``shape`` = (world, batch per rank, loader workers) continues ``state`` (None:
+    a fresh start) and reads ``num_batches``; returns (keys read per rank, rank 0's state then)."""
+    world, batch, workers = shape
+    keys, saved = [], None
+    for r in range(world):
+        s = build_stream(cfg_for(workers), info, batch_size_per_rank=batch, rank=r, world_size=world, seed=seed,
+                         image_size=0, channels=0)
+        if state is not None:
+            s.continue_from(state)
+        it = iter(s)
+        keys.append([index_of(img) for _ in range(num_batches) for img in next(it)[0].numpy()])
+        if r == 0:
+            saved = s.state_dict()
+        s.close()
+    return keys, saved
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_world_size_2_to_3_to_1_mid_epoch_reads_each_sample_once(uneven, workers):
+    # Global batch 12 kept across the changes (as `gandist train` keeps it): 48 samples are 4
+    # steps per epoch. 1 step at 2 ranks x 6, 1 step at 3 ranks x 4, then the last 2 steps on
+    # one rank x 12 read the 24 samples the first two shapes left: all 48 once, none dropped.
+    cfg_for = lambda w: DataConfig(num_workers=w, shuffle_buffer=5)  # noqa: E731 (a flip would hide index_of)
+    info = resolve_dataset(DataConfig(path=str(uneven)))
+    two, state = _keys_of_leg(info, cfg_for, (2, 6, workers), None, 1)
+    assert state["legs"] == [] and state["batches_in_epoch"] == 1
+    three, state = _keys_of_leg(info, cfg_for, (3, 4, workers + 1), state, 1)
+    assert [leg["world_size"] for leg in state["legs"]] == [2] and (state["epoch"], state["batches_in_epoch"]) == (0, 1)
+    one, state = _keys_of_leg(info, cfg_for, (1, 12, workers), state, 2)
+    epoch0 = [k for part in (two, three, one) for keys in part for k in keys]
+    assert sorted(epoch0) == list(range(48)), "a sample was repeated or lost across the world-size changes"
+    assert (state["epoch"], state["batches_in_epoch"], state["legs"]) == (1, 0, [])
+    # The next epoch is whole again at the new shape.
+    s = build_stream(cfg_for(workers), info, batch_size_per_rank=12, rank=0, world_size=1, seed=4, image_size=0,
+                     channels=0)
+    s.load_state_dict(state)
+    it = iter(s)
+    epoch1 = [index_of(img) for _ in range(4) for img in next(it)[0].numpy()]
+    s.close()
+    assert sorted(epoch1) == list(range(48)) and epoch1 != sorted(epoch1)
+
+
+def test_cut_epoch_resumes_exactly_at_its_own_shape_and_drops_under_one_global_batch(uneven):
+    # Another global batch after the change: 2 ranks x 4 read 2 steps (16 samples); 3 ranks x 3
+    # (global 9) have 32 left: 3 steps, 27 read, 5 dropped (< 9), none repeated.
+    plain = DataConfig(num_workers=0, shuffle_buffer=7)
+    augmented = DataConfig(num_workers=0, shuffle_buffer=7, random_flip=True, random_crop_pad=1)
+    info = resolve_dataset(DataConfig(path=str(uneven)))
+    first, state = _keys_of_leg(info, lambda w: plain, (2, 4, 0), None, 2)
+
+    def make(cfg, rank):
+        s = build_stream(cfg, info, batch_size_per_rank=3, rank=rank, world_size=3, seed=4, image_size=0, channels=0)
+        s.continue_from(state)
+        return s
+
+    rest = []
+    for r in range(3):
+        s = make(plain, r)
+        assert s.plan.batches_per_rank(s.epoch) == 3 and s.batches_per_epoch == 5
+        it = iter(s)
+        rest += [index_of(img) for _ in range(3) for img in next(it)[0].numpy()]
+        s.close()
+        # A save inside the cut epoch resumes bitwise at the same shape, legs and all, into the next epoch.
+        ref_stream = make(augmented, r)
+        it = iter(ref_stream)
+        ref = [next(it) for _ in range(5)]  # 3 of the cut epoch, then 2 of the next (whole) one
+        assert ref_stream.epoch == 1
+        ref_stream.close()
+        mid = make(augmented, r)
+        it = iter(mid)
+        next(it), next(it)
+        saved = mid.state_dict()
+        mid.close()
+        assert len(saved["legs"]) == 1
+        again = build_stream(augmented, info, batch_size_per_rank=3, rank=r, world_size=3, seed=4, image_size=0,
+                             channels=0)
+        again.load_state_dict(saved)
+        it = iter(again)
+        for j in range(2, 5):
+            x, y = next(it)
+            assert torch.equal(x, ref[j][0]) and torch.equal(y, ref[j][1]), f"rank {r}, batch {j}"
+        again.close()
+    read = [k for keys in first for k in keys] + rest
+    assert len(read) == 16 + 27 and len(set(read)) == len(read)

@@ -94,6 +94,19 @@ def test_resume_equals_uninterrupted_run_bitwise(run, tmp_path, workers):
 
 
 @pytest.mark.slow
+def test_resume_with_other_loader_workers_continues_the_epoch(run, tmp_path):
+    # Same ranks, another data.num_workers: the saved position cannot be loaded batch for batch,
+    # so the stream continues the epoch over the samples not read yet (gandist.data.epoch_legs).
+    d = tmp_path / "run"
+    assert run("train", "--run-dir", d, "train.steps=3", *TINY, "data.num_workers=0").returncode == 0
+    res = run("train", "--run-dir", d, "train.steps=5", *TINY, "data.num_workers=2", "--allow-config-change")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "the data stream continues in epoch" in res.stdout and "0 loader workers" in res.stdout
+    trainer = load(d / "ckpt" / "step_00000005" / "trainer.pt")
+    assert trainer["data"]["num_workers"] == 2 and trainer["step"] == 5
+
+
+@pytest.mark.slow
 def test_config_change_refused_unless_allowed(run, tmp_path):
     d = tmp_path / "run"
     assert run("train", "--run-dir", d, "train.steps=3", *TINY).returncode == 0

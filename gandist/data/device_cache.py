@@ -104,7 +104,7 @@ class DeviceCachedStream(ImageStream):
         num_pending = 0
         for ci, chunk in enumerate(_index_chunks(self.offsets, segments, C), start=first_chunk):
             if plan.chunk_size:
-                chunk = chunk[_rng(plan.seed, _CHUNK, epoch, plan.rank, worker, ci).permutation(len(chunk))]
+                chunk = chunk[_rng(plan.seed, _CHUNK, epoch, plan.rank, worker, ci, *plan.leg_key(epoch)).permutation(len(chunk))]
             if ci == first_chunk:
                 chunk = chunk[start - first_chunk * C:]
             pending.append(chunk)
@@ -130,7 +130,7 @@ class DeviceCachedStream(ImageStream):
         x, y = self.images[idx_dev], self.labels[idx_dev]  # B x C x H x W (a new tensor), B
         if not (plan.random_flip or plan.random_crop_pad):
             return x, y
-        rng = _rng(plan.seed, _AUGMENT, epoch, plan.rank, worker, k)
+        rng = _rng(plan.seed, _AUGMENT, epoch, plan.rank, worker, k, *plan.leg_key(epoch))
         b, _, h, w = x.shape
         if plan.random_flip:
             flipped = torch.from_numpy(np.flatnonzero(flip_mask(rng, b))).to(dev)

@@ -10,6 +10,9 @@ global RNG, so a run is reproducible and a restored stream continues exactly whe
   count is reported. Within a rank, worker w owns a contiguous run of whole batches. Ranges cut
   through shards at sample granularity (the manifest gives counts), so any number of shards works,
   even fewer than ranks x workers: workers then read different parts of one shard.
+* a position saved at one shape (world size, batch per rank, workers) and continued at another
+  (``ImageStream.continue_from``) reads the rest of its epoch: the samples the saved shape had
+  not read, split the same way (:mod:`gandist.data.epoch_legs`), so the epoch stays exactly-once.
 * ``resampled`` mode: each (rank, worker) draws shards with replacement (weighted by sample count)
   from its own seeded generator: an infinite stream, different on every rank and worker.
 
@@ -38,6 +41,8 @@ from gandist.config import DataConfig
 from gandist.data import images as im
 from gandist.data import worker_signals
 from gandist.data.buffers import ReadBufferPool
+from gandist.data.epoch_legs import (AUGMENT, CHUNK, RESAMPLE, SHARD_ORDER, Leg, consumed_per_worker, leg_key,
+                                     position_segments, remaining_positions, seeded_rng, split_batches, worker_range)
 from gandist.data.reader import RawBlock, RawSample, check_block_labels, decode_sample, iter_blocks, iter_samples
 from gandist.data.worker_pool import SHM_DIR, SharedBatchSlots, WorkerPool
 from gandist.errors import DataError
@@ -45,14 +50,11 @@ from gandist.errors import DataError
 log = logging.getLogger("gandist.data")
 
 # Stream ids mixed into seeds so the generators for different purposes never coincide.
-_SHARD_ORDER, _RESAMPLE, _CHUNK, _AUGMENT = 1, 2, 3, 4
+_SHARD_ORDER, _RESAMPLE, _CHUNK, _AUGMENT = SHARD_ORDER, RESAMPLE, CHUNK, AUGMENT
+_rng = seeded_rng
 
 # Batches a loader worker may have ready ahead of training (its ring of shared slots).
 SLOTS_PER_WORKER = 4
-
-
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in key]))
 
 
 @dataclass
@@ -75,26 +77,53 @@ class StreamPlan:
     channels: int
     random_flip: bool
     random_crop_pad: int = 0
+    # Epoch ``legs_epoch`` was read in part at other shapes before this one (a resume at another
+    # world size, batch per rank or worker count): it goes on over what they left (epoch_legs).
+    legs: tuple[Leg, ...] = ()
+    legs_epoch: int = -1
 
     @property
     def num_samples(self) -> int:
         return sum(self.counts)
 
-    def batches_per_rank(self) -> int:
-        return self.num_samples // (self.world_size * self.batch_size)
+    def cut_epoch(self, epoch: int) -> bool:
+        return bool(self.legs) and epoch == self.legs_epoch
 
-    def worker_batches(self) -> list[int]:
+    def leg_key(self, epoch: int) -> tuple[int, ...]:
+        """Mixed into the shuffle and augmentation seeds of ``epoch`` (empty unless it was cut)."""
+        return leg_key(len(self.legs)) if self.cut_epoch(epoch) else ()
+
+    def positions(self, epoch: int) -> np.ndarray | None:
+        """The positions of ``epoch``'s order this shape reads from (sorted); None: all of them."""
+        if not self.cut_epoch(epoch):
+            return None
+        key = (self.legs, epoch)  # the rest of the plan never changes
+        cached = getattr(self, "_positions_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, remaining_positions(self.num_samples, self.legs, seed=self.seed, chunk_size=self.chunk_size,
+                                               epoch=epoch))
+            self._positions_cache = cached
+        return cached[1]
+
+    def batches_per_rank(self, epoch: int | None = None) -> int:
+        """Batches per rank of a whole epoch, or of ``epoch`` (less when it was cut)."""
+        pos = None if epoch is None else self.positions(epoch)
+        n = self.num_samples if pos is None else len(pos)
+        return n // (self.world_size * self.batch_size)
+
+    def worker_batches(self, epoch: int | None = None) -> list[int]:
         """Batches per worker in one epoch of this rank (the first ones get the remainder)."""
-        n, w = self.batches_per_rank(), self.num_workers
-        return [n // w + (i < n % w) for i in range(w)]
+        return split_batches(self.batches_per_rank(epoch), self.num_workers)
 
     # Segments: (shard index, first sample, stop sample) read in order by one worker.
     def epoch_segments(self, epoch: int, worker: int) -> Iterator[tuple[int, int, int]]:
         order = _rng(self.seed, _SHARD_ORDER, epoch).permutation(len(self.urls))
-        per_rank = self.batches_per_rank() * self.batch_size
-        wb = self.worker_batches()
-        lo = self.rank * per_rank + sum(wb[:worker]) * self.batch_size
-        hi = lo + wb[worker] * self.batch_size
+        pos = self.positions(epoch)
+        if pos is not None:
+            lo, hi = worker_range(len(pos), self.world_size, self.batch_size, self.num_workers, self.rank, worker)
+            yield from position_segments(pos[lo:hi], order, self.counts)
+            return
+        lo, hi = worker_range(self.num_samples, self.world_size, self.batch_size, self.num_workers, self.rank, worker)
         pos = 0
         for s in order:
             c = self.counts[s]
@@ -112,22 +141,6 @@ class StreamPlan:
         while True:
             for s in rng.choice(len(self.urls), size=256, p=p):
                 yield int(s), 0, self.counts[s]
-
-
-def consumed_per_worker(worker_batches: list[int], k: int) -> list[int]:
-    """Batches each worker has delivered after the rank consumed ``k``: torch's DataLoader takes
-    batches from its workers round-robin, skipping workers that are exhausted."""
-    done = [0] * len(worker_batches)
-    while k > 0:
-        progressed = False
-        for w, n in enumerate(worker_batches):
-            if k and done[w] < n:
-                done[w] += 1
-                k -= 1
-                progressed = True
-        if not progressed:
-            break
-    return done
 
 
 def _skip(segments: Iterator[tuple[int, int, int]], num: int) -> Iterator[tuple[int, int, int]]:
@@ -251,7 +264,7 @@ def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int,
     pool = pool or ReadBufferPool()
     for ci, chunk in enumerate(_read_chunks(plan, segments, C, pool), start=first_chunk):
         if plan.chunk_size:
-            perm = _rng(plan.seed, _CHUNK, epoch, plan.rank, worker, ci).permutation(chunk.n)
+            perm = _rng(plan.seed, _CHUNK, epoch, plan.rank, worker, ci, *plan.leg_key(epoch)).permutation(chunk.n)
         else:
             perm = np.arange(chunk.n)
         if ci == first_chunk:
@@ -271,7 +284,7 @@ def worker_batches(plan: StreamPlan, epoch: int, worker: int, skip_batches: int,
                     pending[0] = (ch, idx[need:])
                     need = 0
             num_pending -= B
-            rng = _rng(plan.seed, _AUGMENT, epoch, plan.rank, worker, k) if plan.random_flip or plan.random_crop_pad else None
+            rng = _rng(plan.seed, _AUGMENT, epoch, plan.rank, worker, k, *plan.leg_key(epoch)) if plan.random_flip or plan.random_crop_pad else None
             flip = flip_mask(rng, B) if plan.random_flip else None  # drawn first, as augment_batch_np does
             x, y, n_bad, msgs = _assemble(plan, parts, last_good, flip, None if out is None else out())
             last_good = (x, y)
@@ -417,17 +430,15 @@ def worker_items(plan: StreamPlan, epoch: int, k: int, worker: int, batches=None
             yield None
         yield from worker_batches_fn(plan, 0, worker, done, None)
         return
-    n = plan.batches_per_rank()
-    if k >= n:
+    if k >= plan.batches_per_rank(epoch):
         epoch, k = epoch + 1, 0
-    per_worker = plan.worker_batches()
-    rounds = -(-n // W)
-    skip = consumed_per_worker(per_worker, k)[worker]
+    skip = consumed_per_worker(plan.worker_batches(epoch), k)[worker]
     if worker < k % W:
         yield None
     while True:
+        per_worker = plan.worker_batches(epoch)  # per epoch: a cut epoch has fewer
         yield from worker_batches_fn(plan, epoch, worker, skip, per_worker[worker])
-        for _ in range(rounds - per_worker[worker]):
+        for _ in range(-(-sum(per_worker) // W) - per_worker[worker]):
             yield None
         epoch, skip = epoch + 1, 0
 
@@ -497,9 +508,14 @@ class ImageStream:
         self._warned_shm = False
 
     # Position -------------------------------------------------------------------------------
+    def _epoch_batches(self, epoch: int) -> int | None:
+        """Batches per rank of ``epoch`` (fewer than ``batches_per_epoch`` in a cut epoch)."""
+        return None if self.batches_per_epoch is None else self.plan.batches_per_rank(epoch)
+
     def state_dict(self) -> dict[str, Any]:
         epoch, k = self.epoch, self.batches_in_epoch
-        if self.batches_per_epoch is not None and k >= self.batches_per_epoch:
+        n = self._epoch_batches(epoch)
+        if n is not None and k >= n:
             epoch, k = epoch + 1, 0
         return {
             "epoch": epoch,
@@ -513,7 +529,15 @@ class ImageStream:
             "batch_size_per_rank": self.plan.batch_size,
             "num_workers": self.num_loader_workers,
             "num_samples": self.plan.num_samples,
+            # The shapes this epoch was read at before this one (see gandist.data.epoch_legs).
+            "legs": [leg.as_dict() for leg in self.plan.legs] if self.plan.cut_epoch(epoch) else [],
         }
+
+    def same_shape(self, d: dict[str, Any]) -> bool:
+        """Whether a saved position came from a stream of this shape (then ``load_state_dict``
+        continues it batch for batch; otherwise ``continue_from`` continues its epoch)."""
+        mine = self.state_dict()
+        return all(d.get(k, mine[k]) == mine[k] for k in ("world_size", "batch_size_per_rank", "num_workers"))
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         mine = self.state_dict()
@@ -525,29 +549,41 @@ class ImageStream:
                 )
         self.close()
         self.epoch = int(d["epoch"])
+        self._set_legs(tuple(Leg.from_dict(x) for x in d.get("legs", [])))
         self.batches_in_epoch = int(d["batches_in_epoch"])
         self.num_skipped = int(d.get("num_skipped", 0))
         self.num_skipped_in_epoch = int(d.get("num_skipped_in_epoch", 0))
 
     def continue_from(self, d: dict[str, Any]) -> None:
         """Continue a position saved by a stream of another shape (world size, batch per rank,
-        workers): same seed and epoch, and as many samples of that epoch consumed as before.
-
-        Not exact (each rank now reads another slice of the epoch's order), but no sample of
-        the epoch is repeated or skipped beyond one global batch of rounding.
-        """
+        loader workers): same seed and epoch. In epoch mode the rest of that epoch is the samples
+        the saved shape had not read yet, split among this shape's ranks and workers, so every
+        sample of the epoch is read once across the change (:mod:`gandist.data.epoch_legs`);
+        ``d`` is any rank's state (ranks run in lockstep)."""
         mine = self.state_dict()
         for key in ("seed", "mode", "num_samples"):
             if key in d and d[key] != mine[key]:
                 raise DataError(f"data stream state: saved {key}={d[key]!r} but this stream has {mine[key]!r}; cannot continue it")
-        consumed = int(d["batches_in_epoch"]) * int(d["batch_size_per_rank"]) * int(d["world_size"])
         self.close()
-        self.epoch = int(d["epoch"])
-        self.batches_in_epoch = consumed // (self.plan.batch_size * self.plan.world_size)
-        if self.batches_per_epoch is not None:
-            self.batches_in_epoch = min(self.batches_in_epoch, self.batches_per_epoch)
         self.num_skipped = int(d.get("num_skipped", 0))
         self.num_skipped_in_epoch = int(d.get("num_skipped_in_epoch", 0))
+        self.epoch = int(d["epoch"])
+        k = int(d["batches_in_epoch"])
+        if self.batches_per_epoch is None:  # resampled: no epoch to keep whole; the same number of samples on
+            consumed = k * int(d["batch_size_per_rank"]) * int(d["world_size"])
+            self.batches_in_epoch = consumed // (self.plan.batch_size * self.plan.world_size)
+            return
+        legs = tuple(Leg.from_dict(x) for x in d.get("legs", []))
+        if k:
+            legs += (Leg(int(d["world_size"]), int(d["batch_size_per_rank"]), max(1, int(d["num_workers"])), k),)
+        self._set_legs(legs)
+        self.batches_in_epoch = 0
+        if self._epoch_batches(self.epoch) == 0:  # less than one global batch was left of it
+            self.epoch += 1
+            self.num_skipped_in_epoch = 0
+
+    def _set_legs(self, legs: tuple[Leg, ...]) -> None:
+        self.plan.legs, self.plan.legs_epoch = legs, (self.epoch if legs else -1)
 
     # Iteration ------------------------------------------------------------------------------
     def __iter__(self):
@@ -567,7 +603,8 @@ class ImageStream:
         for item in source:
             if item is None:  # a worker's placeholder (see worker_items)
                 continue
-            if self.batches_per_epoch is not None and self.batches_in_epoch >= self.batches_per_epoch:
+            n = self._epoch_batches(self.epoch)
+            if n is not None and self.batches_in_epoch >= n:
                 self.epoch += 1
                 self.batches_in_epoch = 0
                 self.num_skipped_in_epoch = 0
