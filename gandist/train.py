@@ -43,6 +43,7 @@ class Run:
     latents: LatentSampler
     objective: Any  # the D and G updates of one step: GanObjective, or SemisupObjective (train.objective=semisup)
     dataset_info: Any = None  # gandist.data.DatasetInfo of the real data (metrics compare against it)
+    validation: Any = None  # D's accuracy on eval.val_path (train.objective=semisup): a ValidationCurve, or None
     best_fid: float = float("inf")  # of ckpt/best, restored on resume
 
     @property
@@ -70,11 +71,22 @@ def train(cfg: Config, run_dir: Path) -> int:
     engine = build_engine(cfg, run_dir)
     try:
         run = setup(cfg, run_dir, engine)
+        together = False  # every rank stops at this step: they agreed in one all-reduce
         try:
-            return train_loop(run)
+            code = train_loop(run)
+            together = True
+            return code
+        except TrainingDiverged:
+            together = True
+            raise
         finally:
             run.logger.close()
             run.stream.close()
+            if together:
+                # Leave together: the launcher SIGTERMs the ranks still tidying up (loader
+                # workers, event files) as soon as the first one exits, and then reports the
+                # signal instead of their own exit code.
+                engine.barrier()
     except RuntimeError as e:
         lost = engine.explain_failure(e)  # a peer died (node lost, process killed) or hung
         if lost is None:
@@ -121,6 +133,8 @@ def train_loop(run: Run) -> int:
         if sample_due:
             log_samples(run, fixed_z, fixed_y)
         new_best = eval_due and evaluate(run)
+        if run.validation is not None and is_due(run, cfg.eval.val_every_steps):
+            validate(run)
         if stop or new_best or is_due(run, cfg.checkpoint.every_steps):
             path = save_checkpoint(run)
             if new_best:
@@ -210,6 +224,14 @@ def evaluate(run: Run) -> bool:
     return False
 
 
+def validate(run: Run) -> None:
+    """D's accuracy on the validation split (``eval.val_path``, semisup runs), on all ranks:
+    ``eval/val_accuracy`` in TensorBoard, the curve in ``val_accuracy.json`` and ``.png``."""
+    acc = run.validation.measure(run.engine.unwrap("D"), run.engine, run.step)
+    run.logger.scalars(run.step, {"eval/val_accuracy": acc})
+    run.logger.artifact(run.validation.save)
+
+
 def save_checkpoint(run: Run) -> Path:
     path = run.state.save(run.checkpointer)
     run.logger.flush()
@@ -279,6 +301,10 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
     if resume_from is not None:
         state.load(resume_from, log=logger.info)
         logger.info(f"resuming from {resume_from} at step {run.step} of {total_steps}")
+    if cfg.eval.val_path:
+        from gandist.semisup.validation import setup_validation
+
+        run.validation = setup_validation(cfg, run_dir, info, spec, list(info.class_names), start_step=run.step)
     run.batches = iter(stream)
     logger.started(cfg, spec, engine, num_images=info.num_samples, step=run.step, total_steps=total_steps)
     return run
