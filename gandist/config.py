@@ -250,9 +250,15 @@ class EvalConfig:
     extractor: Literal["classifier", "inception"] = "classifier"
     """Feature network: the domain classifier (offline, any image size) or Inception-v3 (needs ``metrics.inception_weights``); their numbers are not comparable."""
 
+    val_path: str = ""
+    """``train.objective=semisup``: labelled shards of a validation split, never the test split (e.g. ``shards make --builtin digits --split val`` beside ``--split fit`` as ``data.path``); D's accuracy on them is logged as ``eval/val_accuracy`` and written to ``RUN_DIR/val_accuracy.json`` and ``.png``; empty: off."""
+    val_every_steps: int = 100
+    """Measure D's accuracy on ``eval.val_path`` every this many steps (and at the last step)."""
+
     def validate(self) -> None:
         _check(self.every_steps >= 0, "eval.every_steps", "must be >= 0 (0 disables evaluation)", self.every_steps)
         _check(self.num_samples >= 2, "eval.num_samples", "must be >= 2", self.num_samples)
+        _check(self.val_every_steps >= 1, "eval.val_every_steps", "must be >= 1", self.val_every_steps)
 
 
 @dataclass
@@ -422,6 +428,9 @@ class Config:
                               "train.objective=semisup does not compute; use nonsaturating, hinge, lsgan or feature_matching")
         if self.loss.name == "feature_matching" and self.train.objective != "semisup":
             raise ConfigError("loss.name: feature_matching needs train.objective=semisup (it matches D's classifier features)")
+        if self.eval.val_path and self.train.objective != "semisup":
+            raise ConfigError("eval.val_path: D's validation accuracy is measured for train.objective=semisup only "
+                              "(a GAN's D has no class head)")
         if self.train.objective == "semisup" and self.model.conditional:
             raise ConfigError(
                 "train.objective: semisup trains an unconditional G (D's class logits carry the labels); "

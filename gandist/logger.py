@@ -163,6 +163,11 @@ class RunLogger:
         self._writer.add_image("samples/ema", grid, step, dataformats="HWC")
         return save_png(grid, self.run_dir / "samples" / f"step_{step:08d}.png", upscale=view_upscale(images_bchw.shape[-1]))
 
+    def artifact(self, write: Callable[[Path], None]) -> None:
+        """Rank zero calls ``write(run_dir)`` to write a file of the run (e.g. the validation curve)."""
+        if self.is_main:
+            write(self.run_dir)
+
     def flush(self) -> None:
         if self._writer is not None:
             self._writer.flush()

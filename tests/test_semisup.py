@@ -323,3 +323,51 @@ def test_data_without_classes_is_refused_naming_the_objective(tmp_path):
     cfg = load_config(None, [*SEMISUP, f"data.path={tmp_path / 'unlabelled'}"])
     with pytest.raises(DataError, match="train.objective=semisup: the dataset .* has no classes"):
         setup_semisup(cfg, tmp_path / "run", None, resolve_dataset(cfg.data), None, None, log=print)
+
+
+# D's accuracy on a validation split over steps (eval.val_path) -----------------------------------
+
+
+@pytest.mark.slow
+def test_validation_curve_is_recorded_plotted_and_in_the_study(run, tmp_path):
+    from PIL import Image
+
+    from gandist.classification.training import LabelledImages, accuracy
+    from gandist.semisup.classifier import load_discriminator
+
+    fit, val = tmp_path / "fit", tmp_path / "val"
+    write_builtin("digits", fit, split="fit")
+    write_builtin("digits", val, split="val")
+    d_run = tmp_path / "run"
+    res = run("train", "--run-dir", d_run, f"data.path={fit}", *SEMISUP, *SMALL, "data.labelled_fraction=0.1",
+              "train.steps=25", f"eval.val_path={val}", "eval.val_every_steps=10")
+    assert res.returncode == 0, res.stderr[-2000:]
+    curve = json.loads((d_run / "val_accuracy.json").read_text())
+    assert [p["step"] for p in curve["points"]] == [10, 20, 25]  # every 10 steps and at the last one
+    assert curve["val"] == str(val) and curve["num_val"] == 179
+    assert curve["best"] == max(curve["points"], key=lambda p: p["accuracy"])
+    # The last point is the accuracy of the saved D on the validation split, as eval computes it.
+    d, _ = load_discriminator(d_run)
+    x_val, y_val = read_all(resolve_dataset(DataConfig(path=str(val))))
+    assert curve["points"][-1]["accuracy"] == pytest.approx(accuracy(d, LabelledImages(x_val, y_val)), abs=1e-9)
+    logged = [json.loads(line) for line in (d_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "eval/val_accuracy" in r] == [10, 20, 25]
+    with Image.open(d_run / "val_accuracy.png") as im:
+        im.verify()
+        assert im.format == "PNG" and im.size[0] > 100
+
+    # The low-data study's report carries each run's curve and plots it as a panel of its own.
+    study = tmp_path / "study"
+    res = run("classify", "--train", fit, "--test", val, "--protocol", "lowdata", "--real-fraction", "0.1",
+              "--seeds", "1", "--steps", "3", "--semisup-run", d_run, "--out", study)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads((study / "classify_report.json").read_text())
+    assert report["lowdata"]["fraction=0.1/semi-supervised GAN"]["runs"][0]["val_curve"]["points"] == curve["points"]
+    with Image.open(study / "classify_report.png") as im:
+        assert im.size == (2 * 520, 380)  # the low-data panel and the validation-curve panel
+
+    # The validation split may not be the training shards, and needs a semi-supervised run.
+    res = run("train", "--run-dir", tmp_path / "same", f"data.path={fit}", *SEMISUP, *SMALL, "train.steps=2", f"eval.val_path={fit}")
+    assert res.returncode == 2 and "eval.val_path" in res.stderr and "training shards" in res.stderr, res.stderr[-2000:]
+    with pytest.raises(ConfigError, match="eval.val_path"):
+        load_config(None, [f"eval.val_path={val}"]).validate()

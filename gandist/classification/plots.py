@@ -13,6 +13,7 @@ from gandist.fileio import atomic_write_with
 _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 _PANEL_W, _PANEL_H = 520, 380
 _MARGIN_L, _MARGIN_R, _MARGIN_T, _MARGIN_B = 60, 20, 36, 50
+_MAX_X_TICKS = 8
 
 
 def line_panel(
@@ -54,7 +55,10 @@ def line_panel(
         _, yy = px(max(xs), y)
         draw.line([x0, yy, x1, yy], fill=(225, 225, 225))
         draw.text((8, yy - 6), f"{100 * y:.0f}%", fill="black", font=font)
-    for x in sorted(set(xs)):
+    ticks = sorted(set(xs))
+    if len(ticks) > _MAX_X_TICKS:  # a curve over many steps: label a few evenly spaced ones
+        ticks = [ticks[round(i * (len(ticks) - 1) / (_MAX_X_TICKS - 1))] for i in range(_MAX_X_TICKS)]
+    for x in ticks:
         xx, _ = px(x, y_lo)
         draw.line([xx, y1, xx, y1 + 4], fill="black")
         draw.text((xx - 10, y1 + 8), f"{x:g}", fill="black", font=font)
@@ -99,9 +103,24 @@ def plot_classify_report(report: dict[str, Any], path: Path) -> None:
     if "mix" in report:
         pts = [(r["synthetic_ratio"], r["accuracy_mean"], r["accuracy_std"]) for r in report["mix"].values()]
         panels.append(line_panel("mix: test accuracy vs synthetic:real ratio", "synthetic images per real image", {"real+synthetic": pts}, refs))
+    curves = {f"{Path(run['run']).name} ({r['real_fraction']:g})": run["val_curve"]["points"]
+              for r in report.get("lowdata", {}).values() for run in r.get("runs", []) if run.get("val_curve")}
+    if curves:  # semi-supervised runs that measured D on a validation split (eval.val_path)
+        panels.append(val_curve_panel(curves, "semi-supervised D: validation accuracy vs step"))
     if not panels:
         bars = {name: [(1.0, v, 0.0)] for name, v in refs.items()}
         panels.append(line_panel("test accuracy", "", bars, {}))
+    save_panels(panels, path)
+
+
+def val_curve_panel(curves: dict[str, list[dict[str, Any]]], title: str) -> Image.Image:
+    """Accuracy over training steps: each curve is [{"step", "accuracy"}] (``val_accuracy.json``)."""
+    series = {name: [(float(p["step"]), float(p["accuracy"]), 0.0) for p in points] for name, points in curves.items()}
+    return line_panel(title, "training step", series, {})
+
+
+def save_panels(panels: list[Image.Image], path: Path) -> None:
+    """The panels side by side as one PNG."""
     out = Image.new("RGB", (_PANEL_W * len(panels), _PANEL_H), "white")
     for i, panel in enumerate(panels):
         out.paste(panel, (i * _PANEL_W, 0))

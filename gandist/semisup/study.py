@@ -48,6 +48,7 @@ def semisup_lowdata(run_dirs: list[Path], test, train_info, log: Callable[[str],
     mean and std of the D test accuracies of the runs at that fraction (one run per seed)."""
     from gandist.classification.training import accuracy
     from gandist.semisup.classifier import load_discriminator
+    from gandist.semisup.validation import read_curve
 
     by_fraction: dict[float, list[dict[str, Any]]] = {}
     for run_dir, record in zip(run_dirs, check_runs(run_dirs, train_info)):
@@ -61,7 +62,9 @@ def semisup_lowdata(run_dirs: list[Path], test, train_info, log: Callable[[str],
             f"({len(record['samples'])} labelled of {record['dataset']['num_samples']} images)")
         by_fraction.setdefault(fraction, []).append({"run": str(run_dir), "seed": record["rule"]["seed"], "step": info["step"],
                                                      "accuracy": acc, "num_labelled": len(record["samples"]),
-                                                     "num_images": record["dataset"]["num_samples"]})
+                                                     "num_images": record["dataset"]["num_samples"],
+                                                     # D's accuracy over steps on the run's validation split (eval.val_path)
+                                                     "val_curve": read_curve(run_dir)})
     settings = {}
     for fraction in sorted(by_fraction):
         runs = by_fraction[fraction]
