@@ -67,6 +67,25 @@ def test_train_synth_eval_classify(tmp_path):
     stats = filtered["filter_stats"]
     assert (stats["generated"], stats["accepted"]) == (160, expected_accepted), stats  # all from the first round
     assert expected_accepted < 160  # some were rejected
+    assert filtered["min_confidence"] == threshold and filtered["min_confidence_tuning"] is None
+
+    # --min-confidence auto: each threshold of the grid scored on the validation split, the best chosen.
+    gandist("shards", "make", "--builtin", "digits", "--split", "val", "--out", tmp_path / "val")
+    clf = report_dir / "domain_classifier.safetensors"
+    auto = gandist("synth", "--run-dir", run, "--per-class", 2, "--out", tmp_path / "s3", "--filter-classifier", clf,
+                   "--min-confidence", "auto", "--val", tmp_path / "val", "--tune-steps", 5)
+    tuned = json.loads((tmp_path / "s3" / "manifest.json").read_text())
+    tuning = tuned["min_confidence_tuning"]
+    assert tuning["thresholds"] == [0.0, 0.5, 0.7, 0.9, 0.95] and tuning["val"].endswith("val") and tuning["num_val"] == 179
+    scores = {c["min_confidence"]: c["val_accuracy"] for c in tuning["candidates"] if c["val_accuracy"] is not None}
+    assert 0.0 in scores and all(0 <= v <= 1 for v in scores.values())
+    assert tuned["min_confidence"] == tuning["chosen"] == min(t for t, v in scores.items() if v == max(scores.values()))
+    assert tuned["class_counts"] == [2] * 10
+    assert f"--min-confidence auto chose {tuning['chosen']:g} on the validation split" in auto.stdout
+    for bad, message in ((["--min-confidence", "auto"], "needs --val"), (["--val", tmp_path / "val"], "add --min-confidence auto"),
+                         (["--min-confidence", "high"], "expected a number in [0, 1] or auto")):
+        p = gandist("synth", "--run-dir", run, "--per-class", 2, "--out", tmp_path / "s4", "--filter-classifier", clf, *bad, check=False)
+        assert p.returncode == 2 and message in p.stderr, p.stderr
 
 def test_bad_input_exit_codes(tmp_path):
     p = gandist("classify", "--train", tmp_path / "nope", "--test", tmp_path / "nope", "--protocol", "cas", "--out", tmp_path / "r", check=False)

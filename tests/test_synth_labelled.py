@@ -78,3 +78,43 @@ def test_classifier_filter_drops_wrongly_labelled_images():
     assert (pred_u == ul).mean() < 0.75
     with pytest.raises(BadInputError, match=r"--min-confidence 1.01: after 2 rounds"):
         generate_labelled(G, 10, 4, SynthOptions(per_class=20, min_confidence=1.01, max_rounds=2), ProcessGroup(), classifier=clf)
+
+
+@pytest.mark.slow
+def test_auto_threshold_is_the_one_whose_classifier_scores_best_on_val():
+    """``--min-confidence auto``: half of this generator's images show the next class; the
+    unfiltered set (threshold 0) teaches a classifier those wrong labels, a filtered one does not,
+    and the validation split of real digits must see it and choose a filtering threshold."""
+    from gandist.classification.filter_tuning import AUTO_THRESHOLDS, tune_min_confidence
+    from gandist.classification.training import accuracy
+
+    x, y = digits_arrays("fit")
+    x = x[:, None]
+    clf = train_classifier(LabelledImages(x, y, [], "fit"), 10, ClassifierSettings(steps=60, batch_size=32), seed=0)
+    xv, yv = digits_arrays("val")
+    val = LabelledImages(xv[:, None], yv, [str(c) for c in range(10)], "digits val")
+
+    class HalfWrong(ReplayGenerator):
+        def forward(self, z, y):
+            return super().forward(z, (y + (z[:, 1] > 0).long()) % self.num_classes)
+
+    G = HalfWrong(x, y, z_dim=4)
+
+    def make(t):
+        opts = SynthOptions(per_class=20, min_confidence=t, batch_size=64)
+        return generate_labelled(G, 10, 4, opts, ProcessGroup(), classifier=clf, classifier_image_size=16)
+
+    settings = ClassifierSettings(steps=60, batch_size=32)
+    (imgs, labels, stats), record = tune_min_confidence(make, val, 10, settings, ProcessGroup())
+    scores = {c["min_confidence"]: c["val_accuracy"] for c in record["candidates"]}
+    assert record["thresholds"] == list(AUTO_THRESHOLDS) == list(scores) and record["chosen_on"] == "val"
+    best = max(scores.values())
+    assert record["chosen"] == min(t for t, s in scores.items() if s == best)  # the best val score; lower threshold on a tie
+    assert record["chosen"] > 0 and scores[0.0] < best - 0.1, scores  # the wrong labels cost the unfiltered set
+    assert record["num_val"] == len(val) == 179
+    # What it returns is the chosen threshold's set, and its score is that set's classifier on val.
+    ref_imgs, ref_labels, ref_stats = make(record["chosen"])
+    np.testing.assert_array_equal(imgs, ref_imgs)
+    assert stats == ref_stats and stats["accepted"] < stats["generated"]
+    data = LabelledImages(imgs, labels, val.class_names, "chosen")
+    assert accuracy(train_classifier(data, 10, settings, seed=0), val) == pytest.approx(scores[record["chosen"]])
