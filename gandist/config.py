@@ -53,6 +53,8 @@ class DataConfig:
     """Path of the shards' ``manifest.json`` when ``path`` is remote (``pipe:``) or the manifest lives elsewhere."""
     random_crop_pad: int = 0
     """Random-crop augmentation: reflect-pad by this many pixels, crop back to size; 0: off."""
+    jpeg_decoder: Literal["auto", "pil", "simplejpeg"] = "auto"
+    """JPEG shards: ``auto`` takes simplejpeg when installed (``gandist[fast-jpeg]``), else Pillow; JPEGs stored larger than the training size are decoded at >= that size by DCT scaling."""
     device_cache: bool = False
     """Read the whole dataset once and keep it, as uint8, on the training device (same order, augmentation and resume as streaming)."""
     device_cache_max_mb: float = 0.0
@@ -69,6 +71,8 @@ class DataConfig:
         _check(self.channels in (0, 1, 3), "data.channels", "must be one of 0 (dataset), 1, 3", self.channels)
         _check(0.0 <= self.max_skipped_fraction <= 1.0, "data.max_skipped_fraction", "must be in [0, 1]", self.max_skipped_fraction)
         _check(self.random_crop_pad >= 0, "data.random_crop_pad", "must be >= 0", self.random_crop_pad)
+        _check(self.jpeg_decoder in ("auto", "pil", "simplejpeg"), "data.jpeg_decoder", "must be one of auto, pil, simplejpeg",
+               self.jpeg_decoder)
         _check(self.device_cache_max_mb >= 0, "data.device_cache_max_mb", "must be >= 0", self.device_cache_max_mb)
         _check(0.0 < self.labelled_fraction <= 1.0, "data.labelled_fraction", "must be in (0, 1]", self.labelled_fraction)
         _check(self.labelled_per_class >= 0, "data.labelled_per_class", "must be >= 0 (0: use data.labelled_fraction)", self.labelled_per_class)

@@ -144,10 +144,12 @@ def shard_name(url: str) -> str:
     return names[-1] if names else url
 
 
-def read_all(source: "DatasetInfo | str | os.PathLike", *, image_size: int = 0, channels: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def read_all(source: "DatasetInfo | str | os.PathLike", *, image_size: int = 0, channels: int = 0,
+             jpeg_decoder: str = "pil") -> tuple[np.ndarray, np.ndarray]:
     """Every image and label of a (small) dataset in shard order: (images uint8 N x C x H x W,
     labels int64 N, -1 when unlabelled). Images are converted to ``image_size``/``channels``
-    (0: the dataset's own). Raises DataError naming shard and key on any unreadable sample."""
+    (0: the dataset's own), decoded as the streaming loader decodes them (``jpeg_decoder``: a
+    resolved ``data.jpeg_decoder``). Raises DataError naming shard and key on any unreadable sample."""
     from gandist.data import images as im
     from gandist.data.reader import check_block_labels, decode_sample, iter_blocks, iter_samples
 
@@ -166,7 +168,7 @@ def read_all(source: "DatasetInfo | str | os.PathLike", *, image_size: int = 0, 
         else:
             for s in iter_samples(url, 0, count, count):
                 try:
-                    a, label = decode_sample(s, info.num_classes)
+                    a, label = decode_sample(s, info.num_classes, size, jpeg_decoder)
                 except ValueError as e:
                     raise DataError(f"shard {url}: sample {s.key}: {e}") from None
                 out_imgs.append(im.convert(a, size, ch)[None])

@@ -68,7 +68,8 @@ class DeviceCachedStream(ImageStream):
         # The loader-worker count the streaming path would use (data.num_workers=-1 resolved by the
         # plan), so the saved positions of the two paths stay interchangeable.
         super().__init__(plan, data_cfg, 0 if data_cfg.num_workers == 0 else plan.num_workers)
-        images_nchw, labels = read_all(info, image_size=plan.image_size, channels=plan.channels)
+        images_nchw, labels = read_all(info, image_size=plan.image_size, channels=plan.channels,
+                                       jpeg_decoder=plan.jpeg_decoder)
         self.device = torch.device(device)
         # Copied into canonical NCHW strides: with C = 1, numpy leaves the channel stride at 1,
         # and torch would then read the batches as channels_last (another conv algorithm).

@@ -75,11 +75,16 @@ def encode(a: np.ndarray, fmt: str, jpg_quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def decode(data: bytes, ext: str) -> np.ndarray:
-    """Bytes of an image member -> HWC uint8. Raises on anything undecodable."""
+def decode(data: bytes, ext: str, min_size: int = 0, jpeg_decoder: str = "pil") -> np.ndarray:
+    """Bytes of an image member -> HWC uint8. Raises on anything undecodable. ``min_size``: a
+    JPEG may come back smaller than stored, down to this size (see :mod:`gandist.data.jpeg`)."""
     if ext == "npy":
         a = np.load(io.BytesIO(data), allow_pickle=False)
         return to_hwc(a)
+    if ext in ("jpg", "jpeg"):
+        from gandist.data.jpeg import decode_jpeg
+
+        return decode_jpeg(data, min_size, jpeg_decoder)
     # Naming the format skips PIL's probing of every registered plugin (measurable per small
     # image); a member whose extension lies about its format is still decoded by probing.
     try:

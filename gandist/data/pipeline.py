@@ -12,6 +12,7 @@ import torch
 from gandist.config import DataConfig
 from gandist.data.dataset import DatasetInfo
 from gandist.data.device_cache import build_device_cache, use_device_cache
+from gandist.data.jpeg import describe, resolve_decoder
 from gandist.data.stream import ImageStream, StreamPlan
 from gandist.errors import DataError
 
@@ -41,8 +42,11 @@ def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank
         world_size=world_size, num_workers=max(1, num_loader_workers), batch_size=batch_size_per_rank,
         chunk_size=data_cfg.shuffle_buffer, image_size=image_size or info.image_size,
         channels=channels or info.channels, random_flip=data_cfg.random_flip,
-        random_crop_pad=data_cfg.random_crop_pad,
+        random_crop_pad=data_cfg.random_crop_pad, jpeg_decoder=resolve_decoder(data_cfg.jpeg_decoder),
     )
+    if info.sample_format in ("jpg", "jpeg") and log is not None:
+        log(f"data: JPEG decoder: {describe(plan.jpeg_decoder)}" + (
+            "" if plan.jpeg_decoder == "simplejpeg" else " (pip install 'gandist[fast-jpeg]' for simplejpeg)"))
     if plan.mode == "epoch":
         nb = plan.batches_per_rank()
         if nb == 0:

@@ -232,15 +232,16 @@ def load_npy(data: bytes | memoryview) -> np.ndarray:
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
-def decode_sample(s: RawSample, num_classes: int) -> tuple[np.ndarray, int]:
-    """RawSample -> (HWC uint8 image, label or -1). Raises ValueError naming what is wrong."""
+def decode_sample(s: RawSample, num_classes: int, min_size: int = 0, jpeg_decoder: str = "pil") -> tuple[np.ndarray, int]:
+    """RawSample -> (HWC uint8 image, label or -1). Raises ValueError naming what is wrong.
+    ``min_size``/``jpeg_decoder``: see :func:`gandist.data.images.decode`."""
     if s.members is None:
         raise ValueError(s.error)
     exts = [e for e in im.IMAGE_EXTS if e in s.members]
     if not exts:
         raise ValueError(f"no image member (has {', '.join(sorted(s.members)) or 'nothing'})")
     try:
-        a = im.decode(s.members[exts[0]], exts[0])
+        a = im.decode(s.members[exts[0]], exts[0], min_size, jpeg_decoder)
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"{exts[0]} does not decode: {type(e).__name__}: {e}") from None
     label = -1

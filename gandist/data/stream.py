@@ -77,6 +77,7 @@ class StreamPlan:
     channels: int
     random_flip: bool
     random_crop_pad: int = 0
+    jpeg_decoder: str = "pil"  # resolved: "pil" or "simplejpeg" (gandist.data.jpeg)
     # Epoch ``legs_epoch`` was read in part at other shapes before this one (a resume at another
     # world size, batch per rank or worker count): it goes on over what they left (epoch_legs).
     legs: tuple[Leg, ...] = ()
@@ -347,7 +348,7 @@ def _assemble(plan: StreamPlan, parts: list[tuple[_Chunk, np.ndarray]], last_goo
                 s = c.samples[int(i)]
                 j = len(labels)
                 try:
-                    a, label = decode_sample(s, plan.num_classes)
+                    a, label = decode_sample(s, plan.num_classes, size, plan.jpeg_decoder)
                     x[j] = im.convert(a, size, ch).transpose(2, 0, 1)
                 except Exception as e:  # noqa: BLE001 - counted and replaced below
                     bad.append(j)
