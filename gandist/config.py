@@ -30,11 +30,15 @@ MAX_SEED = 2**31 - 1
 @dataclass
 class DataConfig:
     path: str = ""
-    """Shard directory, brace pattern (``d/{000000..000009}.tar``) or ``pipe:`` URL; empty: the built-in dataset."""
+    """Shard directory, brace pattern (``d/{000000..000009}.tar``), object-store folder or shards (``s3://``, ``gs://``, ``https://``: fetched into ``cache_dir``) or ``pipe:`` URL; empty: the built-in dataset."""
     builtin: Literal["digits", "gray28", "colour32", "colour64"] = "digits"
     """Built-in dataset used when ``path`` is empty (made on first use in ``cache_dir``): digits (16x16 gray), or a patch set of photographs that scikit-image and scikit-learn ship (gray28, colour32, colour64)."""
     cache_dir: str = ""
-    """Where built-in shards are cached; empty: ``$GANDIST_CACHE`` or ``~/.cache/gandist``."""
+    """Where built-in shards and shards fetched from object stores (``shards/``) are cached; empty: ``$GANDIST_CACHE`` or ``~/.cache/gandist``."""
+    cache_limit_gb: float = 50.0
+    """Most space the fetched shards take in ``cache_dir``; least recently used ones are evicted (one shard larger than this is still kept while in use)."""
+    remote_retries: int = 5
+    """Retries of a failed object-store request (0.5 s backoff, doubling) before the run stops with exit code 2 naming the URL."""
     mode: Literal["epoch", "resampled"] = "epoch"
     """``epoch``: every sample once per epoch across ranks; ``resampled``: infinite stream of shards drawn with replacement."""
     num_workers: int = 0
@@ -73,6 +77,8 @@ class DataConfig:
         _check(self.random_crop_pad >= 0, "data.random_crop_pad", "must be >= 0", self.random_crop_pad)
         _check(self.jpeg_decoder in ("auto", "pil", "simplejpeg"), "data.jpeg_decoder", "must be one of auto, pil, simplejpeg",
                self.jpeg_decoder)
+        _check(self.cache_limit_gb > 0, "data.cache_limit_gb", "must be > 0", self.cache_limit_gb)
+        _check(self.remote_retries >= 0, "data.remote_retries", "must be >= 0", self.remote_retries)
         _check(self.device_cache_max_mb >= 0, "data.device_cache_max_mb", "must be >= 0", self.device_cache_max_mb)
         _check(0.0 < self.labelled_fraction <= 1.0, "data.labelled_fraction", "must be in (0, 1]", self.labelled_fraction)
         _check(self.labelled_per_class >= 0, "data.labelled_per_class", "must be >= 0 (0: use data.labelled_fraction)", self.labelled_per_class)

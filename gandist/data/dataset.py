@@ -14,10 +14,12 @@ import numpy as np
 from webdataset.shardlists import expand_urls
 
 from gandist.config import DataConfig
-from gandist.data.builtin import ensure_builtin
+from gandist.data.builtin import default_cache_dir, ensure_builtin
 from gandist.data.manifest import MANIFEST_NAME, dataset_channels, dataset_image_size, read_manifest
 from gandist.data.reader import missing_shards
+from gandist.data.remote import RemoteShards, ShardCache, is_object_url, missing_objects, read_object
 from gandist.errors import DataError
+from gandist.fileio import atomic_write_bytes
 
 
 @dataclass
@@ -42,6 +44,16 @@ class DatasetInfo:
     """png, jpg, npy, original or blocks."""
     block_size: int = 0
     """Images per block (blocks format), else 0."""
+    remote: RemoteShards | None = None
+    """How to fetch and cache the shards when they are in an object store (``s3://``, ...)."""
+
+    def shard_path(self, i: int) -> str:
+        """Where shard ``i`` is read from: its path or URL, or a verified local copy of a remote one."""
+        if self.remote is None:
+            return self.urls[i]
+        if getattr(self, "_cache", None) is None:
+            self._cache = ShardCache(self.remote)
+        return self._cache.local_path(i, self.urls[i])
 
 
 def _is_remote(url: str) -> bool:
@@ -59,6 +71,8 @@ def resolve_dataset(data_cfg: DataConfig) -> DatasetInfo:
     if not path:
         root = ensure_builtin(data_cfg.builtin, data_cfg.cache_dir, "all")
         return info_from_dir(root)
+    if is_object_url(path):
+        return _object_store_info(path, data_cfg)
     if _is_remote(path) or any(ch in path for ch in "{*?["):
         if _is_remote(path):
             urls = expand_urls(path)
@@ -86,6 +100,46 @@ def resolve_dataset(data_cfg: DataConfig) -> DatasetInfo:
     if not p.is_dir():
         raise DataError(f"data.path: {p} is neither a shard directory, a .tar file nor a pattern")
     return info_from_dir(p, Path(manifest_override) if manifest_override else None)
+
+
+def _object_store_info(path: str, data_cfg: DataConfig) -> DatasetInfo:
+    """Shards in an object store: a folder (its ``manifest.json`` lists them) or shard URLs (a
+    brace pattern, ``.tar``), with ``data.manifest`` or the manifest beside them. The manifest is
+    read once into the cache (the sample counts and digests come from it)."""
+    retries = data_cfg.remote_retries
+    if path.endswith(".tar") or "{" in path:
+        urls = expand_urls(path)
+        manifest_url = data_cfg.manifest or urls[0].rsplit("/", 1)[0] + "/" + MANIFEST_NAME
+    else:
+        urls = None
+        manifest_url = data_cfg.manifest or path.rstrip("/") + "/" + MANIFEST_NAME
+    cache = default_cache_dir(data_cfg.cache_dir)
+    if is_object_url(manifest_url):
+        text = read_object(manifest_url, retries)
+        mpath = cache / "manifests" / (hashlib.sha256(manifest_url.encode()).hexdigest()[:24] + ".json")
+        try:
+            mpath.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(mpath, text)
+        except OSError as e:
+            raise DataError(f"data.cache_dir: cannot write {mpath}: {e.strerror or e}") from None
+    else:
+        mpath = Path(manifest_url)
+    m = read_manifest(mpath) if mpath.is_file() else None
+    if m is None:
+        raise DataError(f"data.manifest: no {MANIFEST_NAME} at {mpath}")
+    if urls is None:
+        urls = [path.rstrip("/") + "/" + s["name"] for s in m["shards"]]
+    missing = missing_objects(urls, retries)
+    if missing:
+        raise DataError(f"data.path {path!r}: {len(missing)} shard(s) missing: {', '.join(missing[:20])}")
+    info = _info(sorted(urls), mpath, where=f"data.path {path!r}", manifest=m)
+    by_name = {s["name"]: s for s in m["shards"]}
+    info.remote = RemoteShards(
+        cache_dir=str(cache / "shards"), limit_bytes=int(data_cfg.cache_limit_gb * 1e9), retries=retries,
+        sha256=tuple(by_name[shard_name(u)].get("sha256", "") for u in info.urls),
+        nbytes=tuple(int(by_name[shard_name(u)].get("num_bytes", 0)) for u in info.urls),
+    )
+    return info
 
 
 def info_from_dir(root: str | os.PathLike, manifest_path: Path | None = None) -> DatasetInfo:
@@ -157,7 +211,8 @@ def read_all(source: "DatasetInfo | str | os.PathLike", *, image_size: int = 0, 
     size = image_size or info.image_size
     ch = channels or info.channels
     out_imgs, out_labels = [], []
-    for url, count in zip(info.urls, info.shard_counts):
+    for i, count in enumerate(info.shard_counts):
+        url = info.shard_path(i)
         if info.sample_format == "blocks":
             for b in iter_blocks(url, 0, count, info.block_size, count):
                 err = b.error or check_block_labels(b, info.num_classes)

@@ -43,6 +43,7 @@ def build_stream(data_cfg: DataConfig, info: DatasetInfo, *, batch_size_per_rank
         chunk_size=data_cfg.shuffle_buffer, image_size=image_size or info.image_size,
         channels=channels or info.channels, random_flip=data_cfg.random_flip,
         random_crop_pad=data_cfg.random_crop_pad, jpeg_decoder=resolve_decoder(data_cfg.jpeg_decoder),
+        remote=info.remote,
     )
     if info.sample_format in ("jpg", "jpeg") and log is not None:
         log(f"data: JPEG decoder: {describe(plan.jpeg_decoder)}" + (

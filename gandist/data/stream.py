@@ -43,6 +43,7 @@ from gandist.data import worker_signals
 from gandist.data.buffers import ReadBufferPool
 from gandist.data.epoch_legs import (AUGMENT, CHUNK, RESAMPLE, SHARD_ORDER, Leg, consumed_per_worker, leg_key,
                                      position_segments, remaining_positions, seeded_rng, split_batches, worker_range)
+from gandist.data.remote import RemoteShards, ShardCache
 from gandist.data.reader import RawBlock, RawSample, check_block_labels, decode_sample, iter_blocks, iter_samples
 from gandist.data.worker_pool import SHM_DIR, SharedBatchSlots, WorkerPool
 from gandist.errors import DataError
@@ -78,6 +79,7 @@ class StreamPlan:
     random_flip: bool
     random_crop_pad: int = 0
     jpeg_decoder: str = "pil"  # resolved: "pil" or "simplejpeg" (gandist.data.jpeg)
+    remote: RemoteShards | None = None  # shards in an object store: fetched into a local cache first
     # Epoch ``legs_epoch`` was read in part at other shapes before this one (a resume at another
     # world size, batch per rank or worker count): it goes on over what they left (epoch_legs).
     legs: tuple[Leg, ...] = ()
@@ -86,6 +88,15 @@ class StreamPlan:
     @property
     def num_samples(self) -> int:
         return sum(self.counts)
+
+    def shard_path(self, s: int) -> str:
+        """Where shard ``s`` is read from: its URL, or a verified local copy of a remote one."""
+        if self.remote is None:
+            return self.urls[s]
+        cache = getattr(self, "_cache", None)
+        if cache is None:  # one per process (each loader worker makes its own)
+            cache = self._cache = ShardCache(self.remote)
+        return cache.local_path(s, self.urls[s])
 
     def cut_epoch(self, epoch: int) -> bool:
         return bool(self.legs) and epoch == self.legs_epoch
@@ -178,7 +189,7 @@ def _read_chunks(plan: StreamPlan, segments: Iterator[tuple[int, int, int]], siz
     if plan.sample_format != "blocks":
         buf: list[RawSample] = []
         for s, a, b in segments:
-            for smp in iter_samples(plan.urls[s], a, b, plan.counts[s]):
+            for smp in iter_samples(plan.shard_path(s), a, b, plan.counts[s]):
                 buf.append(smp)
                 if len(buf) == size:
                     yield _Chunk(samples=buf, n=len(buf))
@@ -189,7 +200,7 @@ def _read_chunks(plan: StreamPlan, segments: Iterator[tuple[int, int, int]], siz
     parts: list[RawBlock] = []
     have = 0
     for s, a, b in segments:
-        for blk in iter_blocks(plan.urls[s], a, b, plan.block_size, plan.counts[s], pool):
+        for blk in iter_blocks(plan.shard_path(s), a, b, plan.block_size, plan.counts[s], pool):
             while blk.n:
                 take = min(blk.n, size - have)
                 if take == blk.n:

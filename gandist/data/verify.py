@@ -155,7 +155,8 @@ def _first_images(info, n: int) -> np.ndarray:
 
     size, ch = info.image_size, info.channels
     got: list[np.ndarray] = []
-    for url, count in zip(info.urls, info.shard_counts):
+    for i, count in enumerate(info.shard_counts):
+        url = info.shard_path(i)
         k = min(count, n - len(got))
         if info.sample_format == "blocks":
             for b in iter_blocks(url, 0, k, info.block_size, count):

@@ -60,8 +60,9 @@ def scan_labels(info) -> tuple[list[tuple[str, str]], np.ndarray]:
 
     ids: list[tuple[str, str]] = []
     labels: list[int] = []
-    for url, count in zip(info.urls, info.shard_counts):
+    for i, (url, count) in enumerate(zip(info.urls, info.shard_counts)):
         name = shard_name(url)
+        url = info.shard_path(i)  # (a local copy when the shards are remote)
         if info.sample_format == "blocks":
             for b in iter_blocks(url, 0, count, info.block_size, count):  # whole blocks: the range is the shard
                 for j in range(b.n):
@@ -184,8 +185,9 @@ def load_images(info, record: dict[str, Any], *, image_size: int, channels: int)
     wanted: dict[tuple[str, str], int] = {(s["shard"], s["key"]): i for i, s in enumerate(record["samples"])}
     shards = {name for name, _ in wanted}
     out: list[np.ndarray | None] = [None] * len(wanted)
-    for url, count in zip(info.urls, info.shard_counts):
+    for i, (url, count) in enumerate(zip(info.urls, info.shard_counts)):
         name = shard_name(url)
+        url = info.shard_path(i)  # (a local copy when the shards are remote)
         if name not in shards:
             continue
         if info.sample_format == "blocks":
