@@ -16,6 +16,7 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from gandist.data.layout import pil_to_hwc
 from gandist.errors import ConfigError
 
 DECODERS = ("auto", "pil", "simplejpeg")
@@ -86,8 +87,6 @@ def dct_scale(h: int, w: int, min_size: int) -> int:
 
 
 def _pillow(data: bytes, min_size: int) -> np.ndarray:
-    from gandist.data.images import pil_to_hwc
-
     try:
         img = Image.open(io.BytesIO(data), formats=("JPEG",))
     except UnidentifiedImageError:
