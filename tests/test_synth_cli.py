@@ -76,7 +76,7 @@ def test_train_synth_eval_classify(tmp_path):
                    "--min-confidence", "auto", "--val", tmp_path / "val", "--tune-steps", 5)
     tuned = json.loads((tmp_path / "s3" / "manifest.json").read_text())
     tuning = tuned["min_confidence_tuning"]
-    assert tuning["thresholds"] == [0.0, 0.5, 0.7, 0.9, 0.95] and tuning["val"].endswith("val") and tuning["num_val"] == 179
+    assert tuning["thresholds"] == [0.0, 0.5, 0.7, 0.9, 0.95] and tuning["val"] == str(tmp_path / "val") and tuning["num_val"] == 179
     scores = {c["min_confidence"]: c["val_accuracy"] for c in tuning["candidates"] if c["val_accuracy"] is not None}
     assert 0.0 in scores and all(0 <= v <= 1 for v in scores.values())
     assert tuned["min_confidence"] == tuning["chosen"] == min(t for t, v in scores.items() if v == max(scores.values()))

@@ -37,6 +37,7 @@ def tune_min_confidence(
     *,
     thresholds: tuple[float, ...] = AUTO_THRESHOLDS,
     num_seeds: int = 1,
+    val_name: str = "",
     log: Callable[[str], None] = lambda s: None,
 ) -> tuple[Dataset, dict[str, Any]]:
     """(the synthetic set of the chosen threshold, the tuning record for the manifest).
@@ -44,7 +45,8 @@ def tune_min_confidence(
     ``make(t)`` runs on every rank (generation is collective) and raises ``BadInputError`` when a
     class cannot be filled at ``t``: that threshold is recorded as failed and skipped. Classifiers
     train on rank zero only; the choice is broadcast, so every rank returns the same set.
-    ``val`` is a ``LabelledImages``, ``settings`` the ``ClassifierSettings`` of each classifier."""
+    ``val`` is a ``LabelledImages`` (``val_name``: what the record calls it), ``settings`` the
+    ``ClassifierSettings`` of each classifier."""
     from gandist.classification.training import LabelledImages, accuracy, train_classifier
 
     candidates: list[dict[str, Any]] = []
@@ -77,7 +79,7 @@ def tune_min_confidence(
         "thresholds": list(thresholds),
         "chosen": thresholds[chosen],
         "chosen_on": "val",
-        "val": val.source,
+        "val": val_name or val.source,
         "num_val": len(val),
         "classifier": {"arch": settings.arch, "steps": settings.steps, "batch_size": settings.batch_size, "num_seeds": num_seeds},
         "candidates": candidates,

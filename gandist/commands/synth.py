@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                 raise BadInputError(f"--val {args.val}: class names {val.class_names} differ from the generator's {class_names}")
             settings = ClassifierSettings(steps=args.tune_steps)
             (images, labels, stats), tuning = tune_min_confidence(make, val, spec.num_classes, settings, group,
-                                                                  num_seeds=args.tune_seeds, log=log)
+                                                                  num_seeds=args.tune_seeds, val_name=str(args.val), log=log)
             min_confidence = tuning["chosen"]
             if group.is_main:
                 scores = ", ".join(f"{c['min_confidence']:g}: " + (f"{c['val_accuracy']:.4f}" if c["val_accuracy"] is not None else "failed")
