@@ -1,4 +1,5 @@
 from gandist.cli import main
+from gandist.leave_together import exit_process
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

@@ -21,6 +21,7 @@ from gandist.config import Config
 from gandist.engine import Engine, build_engine
 from gandist.errors import EXIT_OK, EXIT_PREEMPTED, DataError, PeerLost, TrainingDiverged
 from gandist.latents import LatentSampler, fixed_noise
+from gandist.leave_together import mark_agreed_stop
 from gandist.logger import RunLogger, RunningMeans, StepStats
 from gandist.gan_objective import GanObjective
 from gandist.models import ModelSpec, build_models, model_spec
@@ -85,8 +86,9 @@ def train(cfg: Config, run_dir: Path) -> int:
             if together:
                 # Leave together: the launcher SIGTERMs the ranks still tidying up (loader
                 # workers, event files) as soon as the first one exits, and then reports the
-                # signal instead of their own exit code.
+                # signal instead of their own exit code (see gandist.leave_together).
                 engine.barrier()
+                mark_agreed_stop(engine.world_size)
     except RuntimeError as e:
         lost = engine.explain_failure(e)  # a peer died (node lost, process killed) or hung
         if lost is None:
