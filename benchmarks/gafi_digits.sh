@@ -10,7 +10,7 @@ set -euo pipefail
 WORK=$(realpath -m "$1"); shift
 STEPS=${1:-1000}; [ $# -gt 0 ] && shift
 G=("$@"); [ $# -eq 0 ] && G=(python3 -m gandist)
-GAN_SEEDS=(0 1)
+read -r -a GAN_SEEDS <<< "${GAFI_GAN_SEEDS:-0 1}"  # GAN seeds, e.g. GAFI_GAN_SEEDS="0" for one
 mkdir -p "$WORK" && cd "$WORK"
 export GANDIST_CACHE=${GANDIST_CACHE:-$WORK/cache}
 t0=$(date +%s)
