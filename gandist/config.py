@@ -104,7 +104,7 @@ class ModelConfig:
     d_minibatch_std: bool = True
     """Minibatch standard deviation feature in D (Karras et al., 2018): counters mode collapse."""
     spectral_norm_d: Literal["auto", "on", "off"] = "auto"
-    """Spectral norm on D's layers (true/false also accepted); auto: the model's source setting (on for resnet/biggan, off for r3/dcgan/mlp)."""
+    """Spectral norm on D's layers (true/false also accepted); auto: the model's source setting (on for resnet/biggan, off for r3/dcgan/mlp). Left unset, a conditional dcgan on images of 28 px or more gets on (the size rule, docs/models.md)."""
     attention_resolution: int = 0
     """biggan: side in pixels of the G stage (and the D feature map) that gets self-attention, e.g. 16 or 32; 0: none."""
 
@@ -164,7 +164,7 @@ class TrainConfig:
     epochs: int = 0
     """Train for this many passes over the data instead of ``steps`` (needs ``data.mode=epoch``)."""
     batch_size: int = 32
-    """Global batch size: images per step summed over all ranks and accumulation micro-steps."""
+    """Global batch size: images per step summed over all ranks and accumulation micro-steps. Left unset, a conditional dcgan on images of 28 px or more gets 64 (the size rule, docs/models.md)."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
     seed: int = 0

@@ -13,6 +13,7 @@ from gandist.errors import BadInputError, ConfigError
 from gandist.fileio import atomic_write_text
 from gandist.run_lock import acquire_run_dir
 from gandist.runtime import apply_thread_budget, explicit_keys, resolve_mixed_precision, resolve_objective_defaults
+from gandist.size_defaults import data_image_side, resolve_size_defaults
 
 # Keys a resumed run may change without --allow-config-change: training longer is the point
 # of resuming; anything else would silently mix two experiments in one run directory.
@@ -41,6 +42,14 @@ def run(args: argparse.Namespace) -> int:
     explicit = explicit_keys(args.config, args.overrides)
     cfg.train.mixed_precision, precision_note = resolve_mixed_precision(cfg.train.mixed_precision, "train.mixed_precision" in explicit)
     objective_note = resolve_objective_defaults(cfg, explicit)
+    try:
+        size_note = resolve_size_defaults(cfg, explicit, lambda: data_image_side(cfg.data))
+    except BadInputError as e:
+        if not args.dry_run:
+            raise
+        # A dry run checks a command line, perhaps before its data exists; the run itself stops here.
+        size_note = (f"note: the data cannot be read yet ({e}); when it can, its image side may set "
+                     "train.batch_size and model.spectral_norm_d (docs/models.md)")
     # The launcher's world size, read before any process group exists (and without torch), so
     # that batch divisibility is checked before any work starts.
     launch = launch_env()
@@ -51,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_weights_file(cfg.metrics.inception_weights)
     if launch.is_main:
-        for note in (precision_note, objective_note):
+        for note in (precision_note, objective_note, size_note):
             if note:
                 print(note, flush=True)
         num_threads, source = apply_thread_budget()
