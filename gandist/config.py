@@ -105,6 +105,8 @@ class ModelConfig:
     """Minibatch standard deviation feature in D (Karras et al., 2018): counters mode collapse."""
     spectral_norm_d: Literal["auto", "on", "off"] = "auto"
     """Spectral norm on D's layers (true/false also accepted); auto: the model's source setting (on for resnet/biggan, off for r3/dcgan/mlp). Left unset, a conditional dcgan on images of 28 px or more gets on (the size rule, docs/models.md)."""
+    semisup_head: Literal["grid", "pool", "flatten"] = "grid"
+    """``train.objective=semisup``: what D's class head reads of the trunk's feature map: grid (averaged down to at most 4x4 positions; the map itself at 16, 32 and 64 px), pool (averaged over all positions) or flatten (the whole map, the only head before 2026-12-07); chosen on validation splits of gray28 and the digits (docs/semisup.md)."""
     attention_resolution: int = 0
     """biggan: side in pixels of the G stage (and the D feature map) that gets self-attention, e.g. 16 or 32; 0: none."""
 

@@ -282,7 +282,7 @@ def setup(cfg: Config, run_dir: Path, engine: Engine) -> Run:
     if cfg.train.objective == "semisup":
         from gandist.semisup import model_info_extra
 
-        model_info.update(model_info_extra(info))
+        model_info.update(model_info_extra(info, cfg.model.semisup_head))
     state = TrainingState(engine=engine, ema=ema, stream=stream, model_info=model_info, config_yaml=cfg.to_yaml(),
                           total_steps=total_steps)
     resume_from = checkpointer.agree_on_resumable(log=notes.append)

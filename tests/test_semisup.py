@@ -266,6 +266,75 @@ def test_without_gan_terms_it_is_a_plain_supervised_classifier(run, tmp_path, di
     assert abs(acc_run - np.mean(accs)) < 0.04, (acc_run, accs)
 
 
+def test_class_head_grid_pool_or_flatten_and_files_without_a_head_load_as_flatten(tmp_path):
+    """model.semisup_head: grid (default) averages the trunk's map down to at most 4x4 positions
+    (the map itself where it is that small already), pool over all positions, flatten keeps it
+    whole; a classifier file or run from before the key existed rebuilds as flatten."""
+    from torch import nn
+
+    from gandist.classification.training import load_classifier, save_classifier
+    from gandist.model_info import parse_model_info
+    from gandist.models import ModelSpec
+    from gandist.semisup.model import (
+        SemisupDiscriminator,
+        build_semisup_discriminator,
+        classifier_arch,
+        classifier_metadata,
+        wrap_discriminator,
+    )
+
+    spec = ModelSpec(16, 1, 0, 8, 8, 16)
+    x = torch.randn(3, 1, 16, 16)
+    grid = build_semisup_discriminator("dcgan", spec, 10).eval()
+    pooled = build_semisup_discriminator("dcgan", spec, 10, head="pool").eval()
+    flat = build_semisup_discriminator("dcgan", spec, 10, head="flatten").eval()
+    pooled.trunk.load_state_dict(grid.trunk.state_dict())
+    with torch.no_grad():
+        fmap = grid.trunk(x)
+        c = fmap.shape[1]
+        assert fmap.shape[2:] == (4, 4)
+        assert pooled.num_features == c and flat.num_features == grid.num_features == c * 16
+        assert torch.allclose(pooled.features(x), fmap.mean(dim=(2, 3)))
+        assert torch.equal(grid.features(x), fmap.flatten(1))  # 4x4 already: the map itself
+        assert grid(x).shape == pooled(x).shape == flat(x).shape == (3, 10)
+        # 28 px: the trunk ends at 7x7; grid reads it averaged to 4x4.
+        grid28 = build_semisup_discriminator("dcgan", ModelSpec(28, 1, 0, 8, 8, 16), 10).eval()
+        x28 = torch.randn(2, 1, 28, 28)
+        fmap28 = grid28.trunk(x28)
+        assert fmap28.shape[2:] == (7, 7) and grid28.num_features == fmap28.shape[1] * 4 * 4
+        assert torch.allclose(grid28.features(x28), nn.functional.adaptive_avg_pool2d(fmap28, 4).flatten(1))
+    assert load_config(None, SEMISUP).model.semisup_head == "grid"
+    with pytest.raises(ConfigError, match="model.semisup_head"):
+        load_config(None, [*SEMISUP, "model.semisup_head=mean"]).validate()
+
+    # A file exported before the key: no semisup_head in its metadata -> the flatten network.
+    meta = classifier_metadata("dcgan", spec, "flatten")
+    del meta["semisup_head"]
+    old = tmp_path / "old.safetensors"
+    save_classifier(flat, old, arch=classifier_arch("dcgan"), channels=1, image_size=16, class_names=[str(i) for i in range(10)],
+                    train_source="test", test_accuracy=float("nan"), extra_meta=meta)
+    loaded, _ = load_classifier(old)
+    assert loaded.head_kind == "flatten"
+    with torch.no_grad():
+        assert torch.equal(loaded(x), flat(x))
+
+    # A trunk without a feature map cannot be pooled: the error names the key and the way out.
+    with pytest.raises(ValueError, match="head=grid needs"):
+        SemisupDiscriminator(nn.Flatten(), 10, 16, 1)
+
+    class VectorD(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Flatten()
+
+    with pytest.raises(ConfigError, match="model.semisup_head: .*set model.semisup_head=flatten"):
+        wrap_discriminator(VectorD(), "vector", spec, 10)
+    info = {"model_name": "dcgan", "spec": spec.to_dict(), "num_classes": 0, "class_names": [],
+            "objective": "semisup", "semisup": {"num_classes": 10, "class_names": ["a"] * 10, "head": "mean"}}
+    with pytest.raises(Exception, match="semisup.head must be 'grid', 'pool' or 'flatten'"):
+        parse_model_info(json.dumps(info), "model.json")
+
+
 @pytest.mark.slow
 def test_discriminator_as_classifier_eval_and_export(run, tmp_path, digits_train, digits_test):
     from gandist.classification.training import LabelledImages, accuracy, load_classifier
@@ -275,6 +344,10 @@ def test_discriminator_as_classifier_eval_and_export(run, tmp_path, digits_train
     res = run("train", "--run-dir", d_run, f"data.path={digits_train}", *SEMISUP, *SMALL, "data.labelled_fraction=0.1",
               "train.steps=20")
     assert res.returncode == 0, res.stderr[-2000:]
+    from gandist.checkpoint import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(d_run, log=lambda _: None)
+    assert json.loads((ckpt / "model.json").read_text())["semisup"]["head"] == "grid"  # what export rebuilds
     res = run("eval", "--run-dir", d_run, "--test", digits_test)
     assert res.returncode == 0 and "test accuracy" in res.stdout, res.stderr[-2000:]
     acc = json.loads((d_run / "eval_classifier.json").read_text())["accuracy"]

@@ -28,10 +28,11 @@ def setup_semisup(cfg, run_dir: Path, engine, info, spec, d, log: Callable[[str]
             "(its manifest lists no class names); semi-supervised training needs some labelled samples"
         )
     labelled = prepare_labelled(run_dir, info, cfg, engine, image_size=spec.image_size, channels=spec.channels, log=log)
-    d = wrap_discriminator(d, cfg.model.name, spec, info.num_classes)
+    d = wrap_discriminator(d, cfg.model.name, spec, info.num_classes, head=cfg.model.semisup_head)
     return d, build_objective(cfg, labelled), dataclasses.replace(info, num_classes=0)
 
 
-def model_info_extra(info) -> dict:
-    """What ``model.json`` records of a semi-supervised run's D (its classes)."""
-    return {"objective": "semisup", "semisup": {"num_classes": info.num_classes, "class_names": list(info.class_names)}}
+def model_info_extra(info, head: str) -> dict:
+    """What ``model.json`` records of a semi-supervised run's D (its classes and head)."""
+    return {"objective": "semisup",
+            "semisup": {"num_classes": info.num_classes, "class_names": list(info.class_names), "head": head}}

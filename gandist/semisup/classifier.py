@@ -27,7 +27,7 @@ def load_discriminator(run_dir_or_ckpt: str | os.PathLike, log: Callable[[str], 
     newest good checkpoint of a semi-supervised run."""
     from gandist.checkpoint import load_tensor_file, read_manifest, resolve_checkpoint
     from gandist.models import ModelSpec
-    from gandist.semisup.model import build_semisup_discriminator
+    from gandist.semisup.model import LEGACY_HEAD, build_semisup_discriminator
 
     ckpt = resolve_checkpoint(Path(run_dir_or_ckpt), log=log)
     info = json.loads((ckpt / "model.json").read_text())
@@ -38,11 +38,12 @@ def load_discriminator(run_dir_or_ckpt: str | os.PathLike, log: Callable[[str], 
         )
     spec = ModelSpec(**info["spec"])
     num_classes = int(info["semisup"]["num_classes"])
-    d = build_semisup_discriminator(info["model_name"], spec, num_classes)
+    head = info["semisup"].get("head", LEGACY_HEAD)  # runs from before the choice were all flatten
+    d = build_semisup_discriminator(info["model_name"], spec, num_classes, head=head)
     d.load_state_dict(load_tensor_file(ckpt / "model.pt")["D"])
     d.eval()
     return d, {"model_name": info["model_name"], "spec": spec, "num_classes": num_classes,
-               "class_names": list(info["semisup"]["class_names"]), "step": read_manifest(ckpt)["step"]}
+               "class_names": list(info["semisup"]["class_names"]), "head": head, "step": read_manifest(ckpt)["step"]}
 
 
 def load_test_set(path: str | os.PathLike, spec, class_names: list[str], what: str = "--test"):
@@ -78,5 +79,5 @@ def export_classifier(run_dir: str | os.PathLike, out: str | os.PathLike, test_p
     save_classifier(d, out, arch=classifier_arch(info["model_name"]), channels=info["spec"].channels,
                     image_size=info["spec"].image_size, class_names=info["class_names"],
                     train_source=f"semi-supervised GAN run {run_dir} (step {info['step']})", test_accuracy=acc,
-                    extra_meta=classifier_metadata(info["model_name"], info["spec"]))
+                    extra_meta=classifier_metadata(info["model_name"], info["spec"], info["head"]))
     return out

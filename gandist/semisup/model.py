@@ -9,6 +9,20 @@ invariant to a common shift).
 Any registered model whose D has a ``features`` module (B x C x H x W -> B x ..., before any
 minibatch-std layer and head) can be wrapped; the model's own head and minibatch-std layer are
 dropped: a batch statistic in a classifier would make an image's class depend on its batch.
+
+What the class head reads of the trunk's B x C x H x W map (``head``):
+
+- ``grid`` (the default): the map average-pooled to at most 4 x 4 positions. The dcgan trunk
+  ends at 4 x 4 for 16, 32 and 64 px images, where this is the map itself; at 28 px it ends at
+  7 x 7, whose 6,272 flattened features per class let the head memorise 10 labelled images per
+  class (labelled accuracy 0.999 from step ~500, validation accuracy 0.66 on gray28).
+- ``pool``: averaged over all positions (Salimans et al. pool before their dense layer). Best
+  for textures, it throws away where things are: 0.89 against 0.96 on the digits' validation
+  split.
+- ``flatten``: the whole map, as before the choice existed (files without a recorded
+  ``semisup_head`` are rebuilt so).
+
+Measured on validation splits, docs/semisup.md.
 """
 
 from __future__ import annotations
@@ -20,6 +34,9 @@ import torch
 from torch import nn
 
 GAN_D_ARCH_PREFIX = "gan-discriminator:"
+HEADS = ("grid", "pool", "flatten")
+GRID_SIDE = 4  # head="grid": at most this many positions per side
+LEGACY_HEAD = "flatten"  # what runs and files without a recorded head used
 
 
 class SemisupDiscriminator(nn.Module):
@@ -29,19 +46,33 @@ class SemisupDiscriminator(nn.Module):
     exported network serves as a domain classifier (feature extractor, synth filter).
     """
 
-    def __init__(self, trunk: nn.Module, num_classes: int, image_size: int, channels: int):
+    def __init__(self, trunk: nn.Module, num_classes: int, image_size: int, channels: int, head: str = "grid"):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"semi-supervised D head must be one of {HEADS}, got {head!r}")
         self.trunk = trunk
+        self.head_kind = head
         with torch.no_grad():  # the feature length of this trunk at this image size
             was_training = trunk.training
-            self.num_features = int(trunk.eval()(torch.zeros(1, channels, image_size, image_size)).flatten(1).shape[1])
+            h = trunk.eval()(torch.zeros(1, channels, image_size, image_size))
             trunk.train(was_training)
+        if head != "flatten" and h.dim() != 4:
+            raise ValueError(f"head={head} needs a B x C x H x W feature map from the trunk, got shape {tuple(h.shape)}")
+        self.num_features = int(self._read(h).shape[1])
         self.head = nn.Linear(self.num_features, num_classes)
         nn.init.normal_(self.head.weight, 0.0, 0.02)  # DCGAN init, as the trunk's own layers
         nn.init.zeros_(self.head.bias)
 
     def features(self, x_bchw: torch.Tensor) -> torch.Tensor:
-        return self.trunk(x_bchw).flatten(1)
+        return self._read(self.trunk(x_bchw))
+
+    def _read(self, h: torch.Tensor) -> torch.Tensor:
+        """The trunk's output as the head's B x F input."""
+        if self.head_kind == "pool":
+            return h.mean(dim=(2, 3))
+        if self.head_kind == "grid" and (h.shape[2] > GRID_SIDE or h.shape[3] > GRID_SIDE):
+            h = nn.functional.adaptive_avg_pool2d(h, (min(h.shape[2], GRID_SIDE), min(h.shape[3], GRID_SIDE)))
+        return h.flatten(1)
 
     def forward(self, x_bchw: torch.Tensor, y_b: torch.Tensor | None = None, *, features: bool = False):
         # y_b is accepted (and ignored) so that code calling D(x, y) works unchanged.
@@ -50,7 +81,7 @@ class SemisupDiscriminator(nn.Module):
         return (logits_bk, h_bf) if features else logits_bk
 
 
-def wrap_discriminator(d: nn.Module, model_name: str, spec, num_classes: int) -> SemisupDiscriminator:
+def wrap_discriminator(d: nn.Module, model_name: str, spec, num_classes: int, head: str = "grid") -> SemisupDiscriminator:
     """The semi-supervised D built from the model's D ``d`` (its ``features`` trunk)."""
     from gandist.errors import ConfigError
 
@@ -59,14 +90,17 @@ def wrap_discriminator(d: nn.Module, model_name: str, spec, num_classes: int) ->
         raise ConfigError(
             f"train.objective=semisup: the discriminator of model.name={model_name} has no `features` module to put a class head on"
         )
-    return SemisupDiscriminator(trunk, num_classes, spec.image_size, spec.channels)
+    try:
+        return SemisupDiscriminator(trunk, num_classes, spec.image_size, spec.channels, head=head)
+    except ValueError as e:  # e.g. a trunk that ends in a vector cannot be pooled
+        raise ConfigError(f"model.semisup_head: {e} (discriminator of model.name={model_name}); set model.semisup_head=flatten") from None
 
 
-def build_semisup_discriminator(model_name: str, spec, num_classes: int) -> SemisupDiscriminator:
+def build_semisup_discriminator(model_name: str, spec, num_classes: int, head: str = "grid") -> SemisupDiscriminator:
     from gandist.models import build_models
 
     _, d = build_models(model_name, spec)
-    return wrap_discriminator(d, model_name, spec, num_classes)
+    return wrap_discriminator(d, model_name, spec, num_classes, head=head)
 
 
 # As a gandist classifier file -----------------------------------------------------------------
@@ -77,9 +111,9 @@ def classifier_arch(model_name: str) -> str:
     return GAN_D_ARCH_PREFIX + model_name
 
 
-def classifier_metadata(model_name: str, spec) -> dict[str, str]:
+def classifier_metadata(model_name: str, spec, head: str) -> dict[str, str]:
     """Extra metadata of an exported D: what rebuilding it needs beyond the classifier format's keys."""
-    return {"model_spec": json.dumps(spec.to_dict())}
+    return {"model_spec": json.dumps(spec.to_dict()), "semisup_head": head}
 
 
 def build_from_classifier_metadata(meta: dict[str, Any]) -> SemisupDiscriminator:
@@ -87,4 +121,7 @@ def build_from_classifier_metadata(meta: dict[str, Any]) -> SemisupDiscriminator
     from gandist.models import ModelSpec
 
     spec = ModelSpec(**json.loads(meta["model_spec"]))
-    return build_semisup_discriminator(meta["arch"][len(GAN_D_ARCH_PREFIX):], spec, int(meta["num_classes"]))
+    head = meta.get("semisup_head", LEGACY_HEAD)
+    if head not in HEADS:
+        raise ValueError(f"semisup_head must be one of {HEADS}, got {head!r:.100}")
+    return build_semisup_discriminator(meta["arch"][len(GAN_D_ARCH_PREFIX):], spec, int(meta["num_classes"]), head=head)
