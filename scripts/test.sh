@@ -18,6 +18,4 @@ if [ "$(id -u)" = 0 ] && bash scripts/slurm_multinode_up.sh; then
 else
     echo "test: the two-node Slurm cluster did not start; its tests will skip (and fail under CI=true)" >&2
 fi
-# Two workers for the two cores CI has: much of the suite waits on subprocesses and Slurm, so one
-# worker leaves a core idle. tests/conftest.py keeps each file, and all Slurm files, on one worker.
-.venv/bin/python -m pytest -q -n 2 --dist loadgroup "$@"
+.venv/bin/python -m pytest -q "$@"

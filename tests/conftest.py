@@ -13,26 +13,6 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# scripts/test.sh runs the suite on two pytest-xdist workers (-n 2 --dist loadgroup). A worker
-# runs one test at a time: one torch thread keeps two workers from fighting for the two cores
-# (set before anything imports torch; the subprocesses get it from gandist_env).
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-# Files whose tests submit jobs to a Slurm cluster share its nodes, so they run on one worker,
-# one after the other; every other file also stays on one worker, so its module fixtures are
-# built once and its tests run in their order.
-SLURM_TEST_FILES = {"test_run_lock.py", "test_shards_slice.py", "test_slurm_jobs.py", "test_slurm_multinode.py"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    if not getattr(config.option, "loadgroup", False):  # what xdist itself reads, on each worker
-        return
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("slurm" if name in SLURM_TEST_FILES else name))
-
 
 def gandist_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
