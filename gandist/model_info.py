@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from gandist.errors import CheckpointError
+from gandist.semisup.heads import HEADS, LEGACY_HEAD
 
 #: Keys of model.json. An export adds ``step`` (the checkpoint's step).
 KEYS = {"model_name", "spec", "num_classes", "class_names"}
@@ -71,6 +72,6 @@ def parse_model_info(text: str | bytes, where: str, allow_extra: bool = False) -
         if (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1 << 20 or not isinstance(names, list)
                 or not all(isinstance(n, str) for n in names)):
             raise CheckpointError(f"{where}: semisup must be an object with num_classes (integer >= 1) and class_names (strings)")
-        if semisup.get("head", "flatten") not in ("grid", "pool", "flatten"):
-            raise CheckpointError(f"{where}: semisup.head must be 'grid', 'pool' or 'flatten' (got {semisup['head']!r:.100})")
+        if semisup.get("head", LEGACY_HEAD) not in HEADS:
+            raise CheckpointError(f"{where}: semisup.head must be one of {', '.join(HEADS)} (got {semisup['head']!r:.100})")
     return info

@@ -331,7 +331,7 @@ def test_class_head_grid_pool_or_flatten_and_files_without_a_head_load_as_flatte
         wrap_discriminator(VectorD(), "vector", spec, 10)
     info = {"model_name": "dcgan", "spec": spec.to_dict(), "num_classes": 0, "class_names": [],
             "objective": "semisup", "semisup": {"num_classes": 10, "class_names": ["a"] * 10, "head": "mean"}}
-    with pytest.raises(Exception, match="semisup.head must be 'grid', 'pool' or 'flatten'"):
+    with pytest.raises(Exception, match="semisup.head must be one of grid, pool, flatten"):
         parse_model_info(json.dumps(info), "model.json")
 
 

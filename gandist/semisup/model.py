@@ -33,10 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from gandist.semisup.heads import GRID_SIDE, HEADS, LEGACY_HEAD  # noqa: F401 (re-exported)
+
 GAN_D_ARCH_PREFIX = "gan-discriminator:"
-HEADS = ("grid", "pool", "flatten")
-GRID_SIDE = 4  # head="grid": at most this many positions per side
-LEGACY_HEAD = "flatten"  # what runs and files without a recorded head used
 
 
 class SemisupDiscriminator(nn.Module):
