@@ -34,6 +34,17 @@ def test_out_of_range_numbers_exit_2_at_dry_run(capsys, override, field):
     assert f"gandist train: error: {field}:" in out
 
 
+@pytest.mark.parametrize("pattern", ["{", "shards/shard-{000000..000003.tar", "s3://bucket/shard-}.tar"])
+def test_unbalanced_brace_pattern_in_data_path_exits_2_naming_it(tmp_path, capsys, pattern):
+    # Found by tests/test_property_inputs.py: braceexpand's own error escaped as a traceback.
+    message = f"data.path: {pattern!r} is not a valid shard pattern"
+    code, out = _cli(capsys, "train", "--run-dir", tmp_path / "run", f"data.path={pattern}")
+    assert code == 2 and message in out and "Traceback" not in out, out
+    # A dry run checks a command line before its data exists: a note, not a failure.
+    code, out = _cli(capsys, "train", "--dry-run", f"data.path={pattern}")
+    assert code == 0 and message in out and "Traceback" not in out, out
+
+
 def test_config_that_is_not_utf8_exits_2(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_bytes(b"train:\n  steps: \xff\xfe\n")

@@ -60,6 +60,16 @@ def _is_remote(url: str) -> bool:
     return url.startswith("pipe:") or "://" in url
 
 
+def _expand_pattern(path: str) -> list[str]:
+    """``path``'s brace pattern expanded (webdataset's rule); DataError naming it when the braces
+    do not balance (``braceexpand`` raises a ValueError of its own, which is no message for a user)."""
+    try:
+        return expand_urls(path)
+    except ValueError as e:
+        raise DataError(f"data.path: {path!r:.300} is not a valid shard pattern ({e}); "
+                        "write ranges as shard-{000000..000009}.tar") from None
+
+
 def resolve_dataset(data_cfg: DataConfig) -> DatasetInfo:
     """``data.path`` (or the built-in dataset when empty) -> :class:`DatasetInfo`.
 
@@ -75,10 +85,10 @@ def resolve_dataset(data_cfg: DataConfig) -> DatasetInfo:
         return _object_store_info(path, data_cfg)
     if _is_remote(path) or any(ch in path for ch in "{*?["):
         if _is_remote(path):
-            urls = expand_urls(path)
+            urls = _expand_pattern(path)
         else:
             urls = []
-            for u in expand_urls(path):
+            for u in _expand_pattern(path):
                 urls.extend(sorted(glob.glob(u)) if any(ch in u for ch in "*?[") else [u])
             if not urls:
                 raise DataError(f"data.path: pattern {path!r} matches no files")
@@ -108,7 +118,7 @@ def _object_store_info(path: str, data_cfg: DataConfig) -> DatasetInfo:
     read once into the cache (the sample counts and digests come from it)."""
     retries = data_cfg.remote_retries
     if path.endswith(".tar") or "{" in path:
-        urls = expand_urls(path)
+        urls = _expand_pattern(path)
         manifest_url = data_cfg.manifest or urls[0].rsplit("/", 1)[0] + "/" + MANIFEST_NAME
     else:
         urls = None
