@@ -27,7 +27,8 @@ def load_discriminator(run_dir_or_ckpt: str | os.PathLike, log: Callable[[str], 
     newest good checkpoint of a semi-supervised run."""
     from gandist.checkpoint import load_tensor_file, read_manifest, resolve_checkpoint
     from gandist.models import ModelSpec
-    from gandist.semisup.model import LEGACY_HEAD, build_semisup_discriminator
+    from gandist.semisup.heads import LEGACY_HEAD
+    from gandist.semisup.model import build_semisup_discriminator
 
     ckpt = resolve_checkpoint(Path(run_dir_or_ckpt), log=log)
     info = json.loads((ckpt / "model.json").read_text())

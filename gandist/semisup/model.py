@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gandist.semisup.heads import GRID_SIDE, HEADS, LEGACY_HEAD  # noqa: F401 (re-exported)
+from gandist.semisup.heads import GRID_SIDE, HEADS, LEGACY_HEAD
 
 GAN_D_ARCH_PREFIX = "gan-discriminator:"
 
