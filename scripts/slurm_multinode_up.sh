@@ -139,6 +139,8 @@ SlurmctldPidFile=/run/slurmctld.pid
 SlurmdPidFile=/run/slurmd.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
+# debug: a node's log then shows each signal the controller sends it (tests read it).
+SlurmdDebug=debug
 NodeName=node[1-$NNODES] NodeAddr=$addrs CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=node[1-$NNODES] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF

@@ -29,6 +29,7 @@ from faults_helpers import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm_multinode]
+MULTINODE_DIR = Path(os.environ.get("GANDIST_MN_DIR", "/tmp/gandist-mn"))
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
 
@@ -148,7 +149,21 @@ def test_a_lost_node_is_named_the_checkpoint_stays_good_and_the_requeue_finishes
         good = sorted((run_dir / "ckpt").glob("step_*"))
         text = log.read_text()
         # node2 reboots: its slurmd registers again and the requeued job gets both nodes back.
+        # The job is held meanwhile: srun's kill of the lost run's step could not reach node2,
+        # and the controller resends it about a minute later to the step of the same id, which
+        # would then be the requeued run's. A real cluster never sees that (a requeued job waits
+        # cred_expire, 120 s by default, and a node takes minutes to reboot); this one waits 10 s.
+        assert on("scontrol", "hold", job).returncode == 0
+        node2_log = MULTINODE_DIR / "ns" / "node2" / "log" / "slurmd.log"
+        seen = len(node2_log.read_text()) if node2_log.exists() else 0
         assert on("/usr/sbin/slurmd", node="node2").returncode == 0
+        # slurmd logs it either way: "failed to get job_uid for job N" (no such step) or "sending signal".
+        stale_kill = re.compile(rf"_rpc_signal_tasks: (failed to get job_uid for job {job}|sending signal \d+ to StepId={job}\.0)\b")
+        try:
+            wait_for(lambda: stale_kill.search(node2_log.read_text()[seen:]), 150, "the resent kill of the lost step")
+        except AssertionError:
+            pass  # a Slurm that drops the undelivered kill instead: nothing is left to wait for
+        assert on("scontrol", "release", job).returncode == 0
         wait_for(lambda: job_field(job, "JobState") in FINISHED, 300, "the requeued job to finish")
     finally:
         on("scancel", job)
@@ -193,7 +208,7 @@ def test_make_shards_job_array_runs_one_slice_on_each_node(tmp_path):
 
 def test_down_leaves_nothing_and_up_takes_under_a_minute():
     """Last in this file: it restarts the cluster (scripts/test.sh stops it after the suite)."""
-    root = Path(os.environ.get("GANDIST_MN_DIR", "/tmp/gandist-mn"))
+    root = MULTINODE_DIR
     if os.geteuid() != 0:
         skip_unless_ci("starting and stopping the cluster needs root")
     down = subprocess.run(["bash", str(REPO / "scripts" / "slurm_multinode_down.sh")], capture_output=True, text=True, timeout=120)
