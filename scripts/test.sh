@@ -18,4 +18,7 @@ if [ "$(id -u)" = 0 ] && bash scripts/slurm_multinode_up.sh; then
 else
     echo "test: the two-node Slurm cluster did not start; its tests will skip (and fail under CI=true)" >&2
 fi
-.venv/bin/python -m pytest -q "$@"
+# Two pytest-xdist workers for CI's two cores: much of the suite waits on spawned ranks and Slurm
+# jobs, so one worker leaves a core idle. tests/conftest.py keeps each file on one worker and all
+# Slurm files together on one, and gives each worker one torch thread.
+.venv/bin/python -m pytest -q -n 2 "$@"

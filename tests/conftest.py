@@ -13,6 +13,41 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# scripts/test.sh runs the suite on two pytest-xdist workers, one per CI core. A worker runs one
+# test at a time, so one torch thread per worker keeps the two from fighting for the cores (set
+# before any test module imports torch; spawned processes get it from gandist_env).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The files whose tests submit jobs to a Slurm cluster: they share its nodes, so they run on one
+# worker, one after the other. tests/test_xdist_schedule.py checks this set against the markers.
+SLURM_TEST_FILES = frozenset({"test_run_lock.py", "test_shards_slice.py", "test_slurm_jobs.py", "test_slurm_multinode.py"})
+
+
+def xdist_work_unit(nodeid: str) -> str:
+    """The xdist work unit of a test: its file, or "slurm" for every Slurm file together."""
+    path = nodeid.split("::", 1)[0]
+    return "slurm" if Path(path).name in SLURM_TEST_FILES else path
+
+
+try:
+    from xdist.scheduler import LoadFileScheduling
+except ImportError:  # pytest-xdist is a dev dependency; without it the suite runs serially
+    LoadFileScheduling = None
+
+if LoadFileScheduling is not None:
+
+    class FileOrSlurmScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_work_unit(nodeid)
+
+    def pytest_xdist_make_scheduler(config, log):
+        """Each file on one worker (its module fixtures built once, its tests in order), the
+        Slurm files all on one, whatever --dist says. xdist's --dist loadgroup cannot do this
+        under pytest 9: it renames ``item._nodeid``, which pytest 9 no longer reads, so its
+        groups are silently ignored."""
+        return FileOrSlurmScheduling(config, log)
+
 
 def gandist_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
