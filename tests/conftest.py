@@ -33,14 +33,14 @@ def xdist_work_unit(nodeid: str) -> str:
 try:
     from xdist.scheduler import LoadFileScheduling
 except ImportError:  # pytest-xdist is a dev dependency; without it the suite runs serially
-    LoadFileScheduling = None
-
-if LoadFileScheduling is not None:
+    pass
+else:
 
     class FileOrSlurmScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return xdist_work_unit(nodeid)
 
+    @pytest.hookimpl(optionalhook=True)  # known only while the xdist plugin is loaded (not under -p no:xdist)
     def pytest_xdist_make_scheduler(config, log):
         """Each file on one worker (its module fixtures built once, its tests in order), the
         Slurm files all on one, whatever --dist says. xdist's --dist loadgroup cannot do this
